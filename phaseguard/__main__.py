@@ -1,0 +1,7 @@
+"""``python -m phaseguard`` (what ``torchrun -m phaseguard`` runs)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

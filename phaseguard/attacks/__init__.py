@@ -1,0 +1,32 @@
+"""Adversarial attacks in [0, 1] pixel space, one per module, on one small base class.
+
+Every attack maps images x [B, C, H, W] in [0, 1] and labels y int64 [B] to x_adv of the same
+shape and dtype, in [0, 1] and in the eps-ball around x; the model runs in eval mode with frozen
+parameters and gets its modes back afterwards (see :mod:`phaseguard.attacks.base`).
+
+- :class:`FGSM` (and RS-FGSM), :class:`PGD` (linf/l2, CE/CW loss, restarts), :class:`CW`
+  (CW-inf), :class:`TradesKL` (TRADES' KL attack and DAT's EAEG).
+- :func:`build_attack` / :func:`list_attacks`: the evaluation attacks by name (fgsm, pgd20,
+  pgd100, cw).
+- :func:`run_autoattack`: the official AutoAttack, resumable, returning per-sample flags.
+"""
+
+from phaseguard.attacks.autoattack import run_autoattack
+from phaseguard.attacks.base import Attack, attack_mode
+from phaseguard.attacks.cw import CW
+from phaseguard.attacks.fgsm import FGSM
+from phaseguard.attacks.pgd import PGD
+from phaseguard.attacks.registry import build_attack, list_attacks
+from phaseguard.attacks.trades_kl import TradesKL
+
+__all__ = [
+    "CW",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "TradesKL",
+    "attack_mode",
+    "build_attack",
+    "list_attacks",
+    "run_autoattack",
+]

@@ -1,0 +1,269 @@
+"""Adapter around the official AutoAttack (Croce & Hein, ICML 2020; PyPI package ``pyautoattack``).
+
+:func:`run_autoattack` runs AutoAttack's own code (``AutoAttack.run_standard_evaluation``) and
+returns which images stay correctly classified. What the adapter adds:
+
+- Resuming. ``pyautoattack`` 0.2.0 has a ``state_path`` option, but its state files cannot be
+  resumed: the set of attacks is written as its Python repr, so reloading always fails with
+  "The state was created with a different set of attacks", and a restored state would then hit
+  an unbound variable. The adapter therefore keeps its own JSON state file (format
+  ``phaseguard-autoattack-state``) and drives AutoAttack one attack and one batch at a time,
+  saving after each batch. The batches are those AutoAttack would form itself (the still-robust
+  images in index order), so a resumed run computes what an uninterrupted one does.
+- Memory layout. AutoAttack allocates its gradient buffers like the input and reshapes them with
+  ``.view``, which fails for channels_last inputs (APGD-T, APGD-DLR); batches are handed over
+  contiguous, so channels_last models and inputs work on CPU and GPU.
+- The model contract of :mod:`phaseguard.attacks`: eval mode during the run, every module's mode
+  restored afterwards, parameters frozen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from phaseguard.attacks.base import attack_mode, check_batch, check_count, check_nonnegative
+from phaseguard.errors import CheckpointError, ConfigError
+
+AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+VERSIONS = ("standard", "custom")
+_NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
+STATE_FORMAT = "phaseguard-autoattack-state"
+
+
+@dataclass
+class _Settings:
+    """What a state file must agree on to be resumed."""
+
+    n: int
+    eps: float
+    norm: str
+    version: str
+    attacks: list[str]
+    seed: int
+    data_sha256: str
+
+
+@dataclass
+class _State:
+    """Progress of one evaluation: robust flags, finished attacks, position in the current one."""
+
+    settings: _Settings
+    robust: Tensor | None = None  # bool [N] on the CPU, None before the clean pass
+    done: tuple[str, ...] = ()
+    next_index: int = 0  # the current attack has covered every image below this index
+
+    def save(self, path: Path | None) -> None:
+        if path is None:
+            return
+        flags = None if self.robust is None else "".join(map(str, self.robust.int().tolist()))
+        doc = {
+            "format": STATE_FORMAT,
+            "version": 1,
+            "settings": asdict(self.settings),
+            "robust": flags,
+            "done": list(self.done),
+            "next_index": self.next_index,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+    @classmethod
+    def open(cls, path: Path | None, settings: _Settings) -> _State:
+        """The state saved at ``path`` if there is one, else a fresh state."""
+        if path is None or not path.exists():
+            return cls(settings)
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format") != STATE_FORMAT:
+                raise ValueError(f"not a {STATE_FORMAT} file")
+            saved = _Settings(**doc["settings"])
+            flags = doc["robust"]
+            robust = None if flags is None else torch.tensor([c == "1" for c in flags])
+            state = cls(saved, robust, tuple(doc["done"]), int(doc["next_index"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"cannot resume AutoAttack from {path}: {exc}") from exc
+        if saved != settings:
+            diff = [
+                f"{k} {getattr(saved, k)!r} (now {v!r})"
+                for k, v in asdict(settings).items()
+                if getattr(saved, k) != v
+            ]
+            raise CheckpointError(
+                f"AutoAttack state {path} belongs to another evaluation: {'; '.join(diff)}; "
+                "delete it or pass another state_path"
+            )
+        return state
+
+
+def _fingerprint(x: Tensor, y: Tensor) -> str:
+    digest = hashlib.sha256()
+    digest.update(x.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(y.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_options(norm: str, version: str, attacks: list[str] | None) -> str:
+    if norm.lower() not in _NORMS:
+        raise ConfigError(f"unknown AutoAttack norm {norm!r}; expected Linf, L2 or L1")
+    if version not in VERSIONS:
+        raise ConfigError(
+            f"unknown AutoAttack version {version!r}; expected one of {', '.join(VERSIONS)}"
+        )
+    if version == "standard" and attacks is not None:
+        raise ConfigError(
+            "AutoAttack attacks are chosen by version='standard'; pass "
+            "version='custom' to run a list of attacks"
+        )
+    if version == "custom":
+        if not attacks:
+            raise ConfigError("AutoAttack version='custom' needs a non-empty list of attacks")
+        unknown = [a for a in attacks if a not in AA_ATTACKS]
+        if unknown:
+            raise ConfigError(
+                f"unknown AutoAttack attack {unknown[0]!r}; known attacks: {', '.join(AA_ATTACKS)}"
+            )
+    return _NORMS[norm.lower()]
+
+
+def run_autoattack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float = 8 / 255,
+    norm: str = "Linf",
+    version: str = "standard",
+    attacks: list[str] | None = None,
+    batch_size: int = 250,
+    state_path: Path | str | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """Which images survive AutoAttack: bool [N], True where the model stays correct.
+
+    Args:
+        model: classifier on ``device``, [B, C, H, W] in [0, 1] -> logits [B, classes]. Run in
+            eval mode with frozen parameters; every module's mode is restored afterwards.
+        x: images, float [N, C, H, W] in [0, 1] (any device, any memory layout; moved to
+            ``device`` one batch at a time).
+        y: labels, int64 [N].
+        eps: radius of the threat model.
+        norm: "Linf", "L2" or "L1" (case-insensitive).
+        version: "standard" (APGD-CE, APGD-T, FAB-T, Square with AutoAttack's settings) or
+            "custom" (``attacks``, with AutoAttack's per-attack defaults, e.g. 5 restarts of
+            100 iterations for APGD-CE).
+        attacks: for ``version="custom"``: names from ``AA_ATTACKS``, run in this order.
+        batch_size: images per AutoAttack call.
+        state_path: JSON file that records the progress after every batch; if it exists, the
+            run resumes from it (it must have been written for the same images, labels, eps,
+            norm, version, attacks and seed, and for the same model, which is not checked).
+        seed: AutoAttack's seed (reset at every batch, as AutoAttack does).
+        verbose: print one line per finished attack.
+        device: where AutoAttack runs; defaults to x's device.
+
+    Returns:
+        bool [N] on x's device: correctly classified after every attack run.
+
+    Raises:
+        ConfigError: invalid option, or ``pyautoattack`` is not installed.
+        CheckpointError: ``state_path`` is unreadable or belongs to another evaluation.
+        DataError: x or y malformed (x must be a float batch in [0, 1]).
+    """
+    check_batch(x, y)
+    aa_norm = _check_options(norm, version, attacks)
+    check_nonnegative("eps", eps)
+    check_count("batch_size", batch_size, 1)
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError as exc:
+        raise ConfigError(
+            "run_autoattack needs the official AutoAttack: pip install pyautoattack"
+        ) from exc
+    device = x.device if device is None else torch.device(device)
+    path = None if state_path is None else Path(state_path)
+    with attack_mode(model):
+        aa = AutoAttack(
+            model,
+            attacks=attacks,
+            device=device,
+            eps=float(eps),
+            norm=aa_norm,
+            seed=seed,
+            version=version,
+        )
+        aa.verbose = verbose
+        names = list(aa.attacks_to_run)
+        settings = _Settings(
+            len(y),
+            float(eps),
+            aa_norm,
+            version,
+            names,
+            seed,
+            _fingerprint(x, y) if path is not None else "",
+        )
+        state = _State.open(path, settings)
+        if state.robust is None:
+            state.robust = _clean_flags(model, x, y, batch_size, device)
+            state.save(path)
+        for name in names:
+            if name in state.done:
+                continue
+            start = time.perf_counter()
+            aa.attacks_to_run = [name]
+            _run_one(aa, x, y, state, path, batch_size, device)
+            state.done += (name,)
+            state.next_index = 0
+            state.save(path)
+            if verbose:
+                print(
+                    f"AutoAttack {name}: robust accuracy {state.robust.float().mean():.2%} "
+                    f"({time.perf_counter() - start:.1f} s)",
+                    flush=True,
+                )
+    return state.robust.to(x.device)
+
+
+def _clean_flags(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device
+) -> Tensor:
+    flags = []
+    with torch.no_grad():
+        for i in range(0, len(y), batch_size):
+            logits = model(x[i : i + batch_size].to(device).contiguous())
+            flags.append((logits.argmax(1) == y[i : i + batch_size].to(device)).cpu())
+    return torch.cat(flags)
+
+
+def _run_one(
+    aa: Any,
+    x: Tensor,
+    y: Tensor,
+    state: _State,
+    path: Path | None,
+    batch_size: int,
+    device: torch.device,
+) -> None:
+    """Run AutoAttack's current single attack on the robust images from state.next_index on."""
+    assert state.robust is not None
+    index = torch.arange(len(y))
+    while True:
+        todo = (state.robust & (index >= state.next_index)).nonzero().squeeze(1)[:batch_size]
+        if todo.numel() == 0:
+            return
+        xb = x[todo.to(x.device)].to(device).contiguous()
+        yb = y[todo.to(y.device)].to(device)
+        _, y_adv = aa.run_standard_evaluation(xb, yb, batch_size=len(todo))
+        state.robust[todo] = (y_adv == yb).cpu()
+        state.next_index = int(todo[-1]) + 1
+        state.save(path)

@@ -1,0 +1,202 @@
+"""The ``phaseguard`` command: train, eval, report, data, export, list.
+
+Every error a user can cause is printed as one line (``phaseguard: error: ...``) with exit
+status 2; nothing already written is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import PhaseguardError
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .train import resume_config, train
+
+    if args.resume is not None:
+        if args.config is not None and "=" not in args.config:
+            raise PhaseguardError("with --resume RUN_DIR give no CONFIG (overrides only)")
+        overrides = ([args.config] if args.config else []) + args.overrides
+        cfg = resume_config(args.resume, overrides)
+        result = train(cfg, args.resume, resume=True)
+    else:
+        if args.config is None or args.out is None:
+            raise PhaseguardError("usage: phaseguard train CONFIG [key=value ...] --out RUN_DIR")
+        result = train(load_config(args.config, args.overrides), args.out)
+    print(
+        f"run {result.run_dir}: best validation PGD accuracy {result.best_robust_acc:.4f} "
+        f"at epoch {result.best_epoch}"
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    import torch
+
+    from .data import load_dataset
+    from .evaluate import evaluate
+    from .loading import load_model
+    from .train.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    loaded = load_model(args.target, which=args.which, device=device)
+    cfg = loaded.config
+    attacks = args.attacks.split(",") if args.attacks else cfg.eval.attacks
+    data = load_dataset(cfg.data.name, args.data_root or cfg.data.root)
+    n = min(args.n or cfg.eval.n, len(data.y_test))
+    eps = cfg.attack.eps if args.eps is None else args.eps
+    norm = args.norm or cfg.attack.norm
+    run_dir = Path(args.target) if Path(args.target).is_dir() else None
+    out = Path(args.out) if args.out else (run_dir or loaded.source.parent) / "eval.json"
+    torch.set_grad_enabled(True)
+    report = evaluate(
+        loaded.model,
+        data.x_test[:n],
+        data.y_test[:n],
+        attacks,
+        eps=eps,
+        norm=norm,
+        batch_size=args.batch_size or cfg.eval.batch_size,
+        device=device,
+        seed=args.seed,
+        aa_state=out.with_suffix(".aa_state.json"),
+        info={
+            "source": str(loaded.source),
+            "epoch": loaded.epoch,
+            "architecture": cfg.model.name,
+            "dataset": cfg.data.name,
+            "method": cfg.method["name"],
+        },
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    report.write(out)
+    print(report.table())
+    print(f"wrote {out}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    out = write_report([Path(p) for p in args.runs], Path(args.out) if args.out else None)
+    print(f"wrote {out}")
+
+
+def _cmd_data(args: argparse.Namespace) -> None:
+    from .data import download, list_datasets, load_dataset
+
+    if args.action == "download":
+        path = download(args.name, Path(args.root), base_url=args.base_url)
+        print(f"{args.name}: downloaded and verified into {path}")
+    elif args.action == "info":
+        ds = load_dataset(args.name, args.root)
+        print(
+            f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_test)} test images of shape "
+            f"{tuple(ds.image_shape)}, {ds.num_classes} classes ({', '.join(ds.classes[:10])}"
+            f"{', ...' if ds.num_classes > 10 else ''})"
+        )
+    else:
+        print("\n".join(list_datasets()))
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .loading import export_safetensors
+
+    print(f"wrote {export_safetensors(args.target, args.out, which=args.which)}")
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    from .attacks import list_attacks
+    from .data import list_datasets
+    from .methods import list_methods
+    from .models import list_models
+
+    listing = {
+        "models": list_models,
+        "methods": list_methods,
+        "attacks": lambda: ["natural", *list_attacks(), "aa"],
+        "datasets": list_datasets,
+    }
+    print("\n".join(listing[args.what]()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phaseguard",
+        description="Adversarially robust image classifiers: DAT and its baselines, "
+        "training, honest evaluation, reports.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model into a run folder (or resume one)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run or checkpoint under attack, write eval.json")
+    p.add_argument("target", help="run folder, .pt checkpoint or .safetensors export")
+    p.add_argument("--attacks", help="comma-separated: natural,fgsm,pgd20,pgd100,cw,aa")
+    p.add_argument("--n", type=int, help="evaluate the first n test images")
+    p.add_argument("--eps", type=float, help="perturbation budget (default: the run's)")
+    p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--data-root", help="where the test set lies (default: the run's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="JSON file (default: RUN_DIR/eval.json)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("report", help="HTML report of one run or a comparison of runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="HTML file (default: report.html in the first run folder)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("data", help="datasets: download, info, list")
+    p.add_argument("action", choices=["download", "info", "list"])
+    p.add_argument("name", nargs="?", default="fashion-mnist")
+    p.add_argument("--root", help="folder to download into / read from")
+    p.add_argument("--base-url", help="mirror to download from instead of the official address")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("export", help="export a run's weights to safetensors")
+    p.add_argument("target", help="run folder or .pt checkpoint")
+    p.add_argument("--out", required=True, help=".safetensors file to write")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("list", help="list registered models, methods, attacks or datasets")
+    p.add_argument("what", choices=["models", "methods", "attacks", "datasets"])
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (``train CONFIG --out DIR a.b=1``): collect them.
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = args.overrides + extra
+    if args.command == "data" and args.action == "download" and not args.root:
+        print("phaseguard: error: data download needs --root DIR", file=sys.stderr)
+        return 2
+    try:
+        args.func(args)
+    except PhaseguardError as exc:
+        print(f"phaseguard: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("phaseguard: interrupted; the last checkpoint is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Typed configuration: dataclasses, YAML files and ``key=value`` overrides.
+
+A run is described by one :class:`Config`. It is read from a YAML file whose top-level keys are
+the sections below, then ``section.key=value`` overrides from the command line are applied
+(values are parsed as YAML, and float fields also accept fractions such as ``8/255``). Every
+key is checked against the dataclasses: an unknown key is an error that names it. The method
+section is free-form here and checked against the chosen method's own options dataclass when
+the method is built (:func:`phaseguard.methods.method_options`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how much of it, and the training augmentation."""
+
+    name: str = "fashion-mnist"
+    root: str | None = None  # folder or file; None searches the default places
+    val_per_class: int = 10  # held-out validation images per class (best-checkpoint selection)
+    train_size: int | None = None  # seeded subset of the training split (None: all of it)
+    augment: bool = True  # random crop with zero padding + horizontal flip
+    padding: int = 4
+    flip: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Architecture from the model registry (``phaseguard.models.list_models()``)."""
+
+    name: str = "resnet18"
+    normalize: list[list[float]] | None = None  # [mean, std] as the model's first layer
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder arguments
+
+
+@dataclass
+class AttackConfig:
+    """Threat model and the training attack (SPEC section 4 defaults)."""
+
+    norm: Literal["linf", "l2"] = "linf"
+    eps: float = 8 / 255
+    step: float = 2 / 255
+    steps: int = 10
+
+
+@dataclass
+class OptimConfig:
+    """SGD for the classifier (SPEC section 8)."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, a pure function of the (fractional) epoch.
+
+    ``piecewise``: lr x gamma at each milestone epoch; ``cosine``: cosine decay to 0;
+    ``onecycle``: linear warm-up to lr over ``warmup_epochs`` then linear decay to 0 (for short
+    runs). ``warmup_epochs`` also adds a linear warm-up to the other two.
+    """
+
+    name: Literal["piecewise", "cosine", "onecycle"] = "piecewise"
+    milestones: list[int] = field(default_factory=lambda: [100, 110])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, batch, precision, device, seed, validation."""
+
+    epochs: int = 110
+    batch_size: int = 128  # global batch (split across DDP ranks)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"  # auto: cuda if available, else cpu
+    threads: int | None = None  # torch.set_num_threads on CPU
+    seed: int = 0
+    val_attack_steps: int = 20  # PGD steps of the per-epoch validation
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """What ``phaseguard eval`` runs by default (SPEC section 9)."""
+
+    attacks: list[str] = field(default_factory=lambda: ["natural", "pgd20"])
+    n: int = 1000  # first n test images
+    batch_size: int = 256
+    checkpoint: Literal["best", "last"] = "best"
+
+
+@dataclass
+class Config:
+    """A whole run. ``method`` holds ``name`` plus that method's own options."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "pgd_at"})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value: YAML scalar/list/dict syntax."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse value {text!r}: {exc.problem}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint`` and convert where lossless (int -> float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise ConfigError(f"{key}: {value!r} is not one of {choices}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(Fraction(value.replace(" ", "")))
+            except (ValueError, ZeroDivisionError):
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # a bug in a dataclass, not user input
+
+
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, naming any unknown or ill-typed key."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        known = ", ".join(sorted(names))
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (known: {known})")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build_dataclass(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a nested mapping (in place; also returned)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        _set_path(tree, key.strip(), _parse_value(text))
+    return tree
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping."""
+    cfg = build_dataclass(Config, tree, "")
+    cfg.method = {"name": Config().method["name"], **cfg.method}
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or start from the defaults) and apply ``key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections")
+    return config_from_dict(apply_overrides(tree, overrides or []))

@@ -1,0 +1,31 @@
+"""Errors that reach the user as one line.
+
+Everything a user can get wrong (a missing file, a wrong shape, an unknown name, a corrupt
+checkpoint, a diverging loss) raises a subclass of :class:`PhaseguardError` with a message that
+names the problem. The CLI prints that message on one line and exits with status 2; Python
+callers can catch the class they care about.
+"""
+
+
+class PhaseguardError(Exception):
+    """Base class of every error phaseguard reports to the user."""
+
+
+class DataError(PhaseguardError):
+    """A dataset is missing, truncated, malformed or inconsistent."""
+
+
+class ConfigError(PhaseguardError):
+    """A configuration key or value is unknown or invalid."""
+
+
+class ModelError(PhaseguardError):
+    """An unknown model name or an invalid model argument."""
+
+
+class CheckpointError(PhaseguardError):
+    """A checkpoint is missing, truncated, foreign or unsafe."""
+
+
+class TrainingError(PhaseguardError):
+    """Training cannot continue (for example the loss became NaN)."""

@@ -1,0 +1,87 @@
+"""What a training method is: a small object that turns a batch into a loss.
+
+The trainer owns everything else (epochs, optimiser, schedule, precision, checkpoints, logs,
+DDP). Per batch it calls, in this order::
+
+    batch = method.prepare(x, y)           # adversarial examples etc.; no weight gradients
+    loss, metrics = method.loss(model, batch)   # differentiable in the classifier's weights
+    (trainer: backward, optimiser step)
+    method.after_step(batch)               # e.g. DAT's generator update
+
+``loss`` takes the model as an argument so that wrappers (AWP's perturbed proxy, DDP) can ask
+for the same loss on another set of weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..config import AttackConfig
+
+Batch = dict[str, torch.Tensor]
+Metrics = dict[str, torch.Tensor]
+
+
+@dataclass
+class MethodContext:
+    """What a method may use besides its options.
+
+    ``model`` is what the training loss runs through (DDP-wrapped when distributed); ``net`` is
+    the bare classifier, used by attacks and by eval-mode forwards, which must not go through
+    DDP's gradient synchronisation.
+    """
+
+    model: nn.Module
+    net: nn.Module
+    attack: AttackConfig
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    device: torch.device
+    distributed: bool = False
+
+
+@dataclass
+class NoOptions:
+    """A method without options of its own."""
+
+
+class Method:
+    """Base class. Subclasses set ``name`` and ``Options`` and implement ``prepare``/``loss``."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    split_bn: ClassVar[bool] = False  # whether the classifier needs split BN (DAT)
+
+    def __init__(self, ctx: MethodContext, options: Any) -> None:
+        self.ctx = ctx
+        self.options = options
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
+        """Everything of a batch the loss needs. x: [B,C,H,W] in [0,1]; y: [B] int64."""
+        return {"x": x, "y": y}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """A scalar loss to minimise, and detached per-batch metrics (means over the batch)."""
+        raise NotImplementedError
+
+    def after_step(self, batch: Batch) -> None:
+        """Called after the classifier's optimiser step."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Trainable modules the method owns besides the classifier (moved to the device)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of correct predictions, as a detached 0-dim tensor (no host sync)."""
+    return (logits.detach().argmax(1) == y).float().mean()

@@ -1,0 +1,367 @@
+"""The training loop. One :class:`Trainer` runs every method; methods only turn batches into losses.
+
+Use from Python::
+
+    from phaseguard import load_config, train
+    run = train(load_config("configs/quick.yaml", ["train.epochs=2"]), "runs/quick")
+
+or from the command line: ``phaseguard train CONFIG [key=value ...] --out RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from ..attacks import PGD
+from ..config import Config, apply_overrides, config_from_dict
+from ..data import BatchLoader, Dataset, load_dataset, split_validation
+from ..errors import CheckpointError, ConfigError, TrainingError
+from ..evaluate import predict_correct
+from ..methods import MethodContext, create_method, method_class
+from ..models import create_model
+from ..run_dir import RunDir
+from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .logger import RunLogger
+from .precision import autocast, check_precision, make_scaler
+from .schedule import lr_factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available")
+    return device
+
+
+def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
+    """The classifier a config describes (split BN when its method needs it)."""
+    normalize = None
+    if cfg.model.normalize is not None:
+        if len(cfg.model.normalize) != 2:
+            raise ConfigError("model.normalize must be [mean, std]")
+        normalize = (cfg.model.normalize[0], cfg.model.normalize[1])
+    return create_model(
+        cfg.model.name,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        normalize=normalize,
+        split_bn=method_class(cfg.method["name"]).split_bn,
+        **cfg.model.kwargs,
+    )
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run folder and the per-epoch metrics."""
+
+    run_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_robust_acc: float = -1.0
+
+
+@dataclass
+class _Data:
+    dataset: Dataset
+    train: BatchLoader
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+class Trainer:
+    """Builds data, model, method and optimiser from a config and trains into a run folder."""
+
+    def __init__(self, cfg: Config, out: str | Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run = RunDir(Path(out))
+        if not resume and self.run.has_checkpoint():
+            raise ConfigError(
+                f"{self.run.root} already holds a run; continue it with --resume {self.run.root}"
+                " or choose another --out"
+            )
+        self.device = resolve_device(cfg.train.device)
+        check_precision(cfg.train.precision, self.device)
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if cfg.train.threads and self.device.type == "cpu":
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+
+        self.data = self._build_data()
+        ds = self.data.dataset
+        self.net = build_model(cfg, ds.num_classes, ds.image_shape[0]).to(self.device)
+        if cfg.train.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.model: nn.Module = self.net
+        if cfg.train.compile:
+            self.model = torch.compile(self.net)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        ctx = MethodContext(
+            model=self.model,
+            net=self.net,
+            attack=cfg.attack,
+            num_classes=ds.num_classes,
+            image_shape=ds.image_shape,
+            device=self.device,
+            distributed=self.dist.enabled,
+        )
+        self.method = create_method(cfg.method, ctx)
+        for module in self.method.modules().values():
+            module.to(self.device)
+        o = cfg.optim
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(),
+            lr=o.lr,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            nesterov=o.nesterov,
+        )
+        self.scaler = make_scaler(cfg.train.precision, self.device)
+        self.val_attack = PGD(
+            self.net,
+            eps=cfg.attack.eps,
+            step=cfg.attack.step,
+            steps=cfg.train.val_attack_steps,
+            norm=cfg.attack.norm,
+        )
+        self.epoch = 0
+        self.best_epoch = 0
+        self.best_robust_acc = -1.0
+        self.history: list[dict[str, float]] = []
+        if resume:
+            self._restore()
+
+    # -- setup -----------------------------------------------------------------------------
+    def _build_data(self) -> _Data:
+        cfg = self.cfg
+        ds = load_dataset(cfg.data.name, cfg.data.root)
+        train_idx, val_idx = split_validation(ds.y_train, cfg.data.val_per_class, cfg.train.seed)
+        if cfg.data.train_size is not None:
+            if not 0 < cfg.data.train_size <= len(train_idx):
+                raise ConfigError(
+                    f"data.train_size={cfg.data.train_size} must be in 1..{len(train_idx)}"
+                )
+            g = torch.Generator().manual_seed(cfg.train.seed)
+            pick = torch.randperm(len(train_idx), generator=g)[: cfg.data.train_size]
+            train_idx = train_idx[pick.sort().values]
+        if cfg.train.batch_size % self.dist.world_size:
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} is not divisible by the "
+                f"{self.dist.world_size} processes"
+            )
+        loader = BatchLoader(
+            ds.x_train[train_idx],
+            ds.y_train[train_idx],
+            cfg.train.batch_size // self.dist.world_size,
+            shuffle=True,
+            augment=cfg.data.augment,
+            padding=cfg.data.padding,
+            flip=cfg.data.flip,
+            drop_last=True,
+            seed=cfg.train.seed,
+            device=self.device,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            channels_last=cfg.train.channels_last,
+        )
+        if len(loader) == 0:
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} exceeds the {len(train_idx)} "
+                "training images"
+            )
+        return _Data(ds, loader, ds.x_train[val_idx], ds.y_train[val_idx])
+
+    def _state(self) -> dict[str, Any]:
+        ds = self.data.dataset
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "epoch": self.epoch,
+            "config": self.cfg.to_yaml(),
+            "meta": ModelMeta(ds.name, ds.num_classes, ds.image_shape, list(ds.classes)).to_dict(),
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "method": self.method.state_dict(),
+            "rng": rng,
+            "best": {"epoch": self.best_epoch, "robust_acc": self.best_robust_acc},
+            "history": self.history,
+        }
+
+    def _restore(self) -> None:
+        path = self.run.checkpoint("last")
+        if not path.is_file():
+            raise CheckpointError(f"nothing to resume: {path} does not exist")
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.method.load_state_dict(state["method"])
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+            self.epoch = int(state["epoch"])
+            self.best_epoch = int(state["best"]["epoch"])
+            self.best_robust_acc = float(state["best"]["robust_acc"])
+            self.history = list(state["history"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not match this run's config ({reason})") from None
+
+    # -- loop ------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train until ``train.epochs``, writing logs and checkpoints; return the history."""
+        cfg = self.cfg
+        logger = None
+        if self.dist.is_main:
+            self.run.root.mkdir(parents=True, exist_ok=True)
+            self.run.config.write_text(cfg.to_yaml())
+            logger = RunLogger(self.run.log_csv, self.run.tensorboard)
+            logger.truncate_after(self.epoch)
+        try:
+            while self.epoch < cfg.train.epochs:
+                row = self._train_epoch()
+                row.update(self._validate())
+                self.epoch += 1
+                improved = row["val_robust_acc"] > self.best_robust_acc
+                if improved:
+                    self.best_epoch, self.best_robust_acc = self.epoch, row["val_robust_acc"]
+                self.history.append({"epoch": float(self.epoch), **row})
+                if self.dist.is_main:
+                    state = self._state()
+                    save_checkpoint(state, self.run.checkpoint("last"))
+                    if improved:
+                        save_checkpoint(state, self.run.checkpoint("best"))
+                    logger.log(self.epoch, row)
+                    self._print_epoch(row)
+                barrier(self.dist)
+        finally:
+            if logger is not None:
+                logger.close()
+        return TrainResult(self.run.root, self.history, self.best_epoch, self.best_robust_acc)
+
+    def _train_epoch(self) -> dict[str, float]:
+        cfg, loader = self.cfg, self.data.train
+        loader.set_epoch(self.epoch)
+        self.model.train()
+        steps = len(loader)
+        sums: dict[str, torch.Tensor] = {}
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
+            disable=not (cfg.train.progress and self.dist.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        refresh = max(1, steps // 50)
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(loader):
+            lr = cfg.optim.lr * lr_factor(cfg.schedule, self.epoch + step / steps, cfg.train.epochs)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(cfg.train.precision, self.device):
+                batch = self.method.prepare(x, y)
+                loss, metrics = self.method.loss(self.model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            with autocast(cfg.train.precision, self.device):
+                self.method.after_step(batch)
+            loss = loss.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float()
+            if (step + 1) % refresh == 0 or step + 1 == steps:
+                self._check_finite(first_bad)
+                seen = (step + 1) * loader.batch_size * self.dist.world_size
+                bar.set_postfix(
+                    loss=f"{sums['loss'].item() / (step + 1):.4f}",
+                    img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                    refresh=False,
+                )
+                bar.update((step + 1) - bar.n)
+        bar.close()
+        seconds = time.perf_counter() - start
+        keys = sorted(sums)
+        totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.dist)
+        row = {f"train_{k}": v / (steps * self.dist.world_size) for k, v in zip(keys, totals.tolist())}
+        row.update(lr=lr, seconds=seconds, images_per_s=steps * cfg.train.batch_size / seconds)
+        return row
+
+    def _check_finite(self, first_bad: torch.Tensor) -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise TrainingError(
+                f"loss became NaN or infinite at epoch {self.epoch + 1}, step {bad + 1}; "
+                f"the last good checkpoint ({self.run.checkpoint('last')}, epoch {self.epoch}) "
+                "is intact"
+            )
+
+    def _validate(self) -> dict[str, float]:
+        """Clean and PGD accuracy on this rank's shard of the held-out split, summed over ranks."""
+        x = self.data.x_val[self.dist.rank :: self.dist.world_size]
+        y = self.data.y_val[self.dist.rank :: self.dist.world_size]
+        if len(self.data.y_val) == 0:
+            return {"val_clean_acc": math.nan, "val_robust_acc": math.nan}
+        # Validation draws its own random starts so that it never shifts the training RNG stream.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.train.seed + 1)
+            clean = predict_correct(self.net, x, y, device=self.device)
+            robust = predict_correct(self.net, x, y, attack=self.val_attack, device=self.device)
+        counts = torch.tensor(
+            [clean.sum().item(), robust.sum().item(), len(y)], dtype=torch.float64,
+            device=self.device,
+        )
+        c, r, n = all_reduce_sum(counts, self.dist).tolist()
+        return {"val_clean_acc": c / n, "val_robust_acc": r / n}
+
+    def _print_epoch(self, row: dict[str, float]) -> None:
+        if not self.cfg.train.progress:
+            return
+        tqdm.write(
+            f"epoch {self.epoch}/{self.cfg.train.epochs}  loss {row['train_loss']:.4f}  "
+            f"val clean {row['val_clean_acc']:.3f}  val PGD-{self.cfg.train.val_attack_steps} "
+            f"{row['val_robust_acc']:.3f}  lr {row['lr']:.4g}  {row['seconds']:.1f}s "
+            f"({row['images_per_s']:.0f} img/s)"
+        )
+
+    def close(self) -> None:
+        shutdown(self.dist)
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False) -> TrainResult:
+    """Train ``cfg`` into the run folder ``out`` (``resume=True`` continues its last checkpoint)."""
+    trainer = Trainer(cfg, out, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a run was started with, plus ``overrides`` (e.g. ``train.epochs=200``)."""
+    path = RunDir(Path(run_dir)).config
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: {path} does not exist")
+    tree = yaml.safe_load(path.read_text())
+    return config_from_dict(apply_overrides(tree, overrides or []))

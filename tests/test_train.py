@@ -1,0 +1,160 @@
+"""The training loop: run folder, determinism, resume after a kill, NaN stop, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from phaseguard.config import load_config
+from phaseguard.errors import CheckpointError, ConfigError, TrainingError
+from phaseguard.train import Trainer, load_checkpoint, save_checkpoint, train
+from tests.conftest import tiny_config
+
+
+def _weights(run_dir, which="last"):
+    return load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")["model"]
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_run_folder_holds_config_log_checkpoints(tiny_run):
+    assert load_config(tiny_run / "config.yaml") == tiny_config()
+    with (tiny_run / "log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for key in ("train_loss", "train_acc_adv", "val_clean_acc", "val_robust_acc", "lr", "seconds"):
+        assert all(r[key] != "" for r in rows), key
+    assert any((tiny_run / "tensorboard").iterdir())
+    last = load_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    best = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
+    assert last["epoch"] == 3
+    assert best["epoch"] == last["best"]["epoch"]
+    assert best["best"]["robust_acc"] == max(float(r["val_robust_acc"]) for r in rows)
+    # the loss went down over the run
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def test_same_seed_same_weights_and_resume_after_a_crash_is_identical(tmp_path, tiny_run):
+    """A run that dies during epoch 2 and is resumed ends where an uninterrupted one ends."""
+    crashed = tmp_path / "crashed"
+    trainer = Trainer(tiny_config(), crashed)
+    calls = {"n": 0}
+    real_validate = trainer._validate
+
+    def dying_validate():
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 2 trained but not yet checkpointed: the process dies here
+            raise KeyboardInterrupt
+        return real_validate()
+
+    trainer._validate = dying_validate
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert load_checkpoint(crashed / "checkpoints" / "last.pt")["epoch"] == 1
+    train(tiny_config(), crashed, resume=True)
+    _assert_same_weights(_weights(crashed), _weights(tiny_run))
+    with (crashed / "log.csv").open() as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
+
+
+def test_cli_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, tiny_run):
+    out = tmp_path / "killed"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config().to_yaml())
+    cmd = [sys.executable, "-m", "phaseguard", "train", str(config), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), proc.stderr.read().decode()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "phaseguard", "train", "--resume", str(out)],
+        capture_output=True, text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_weights(_weights(out), _weights(tiny_run))
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "nan"
+    train(tiny_config("train.epochs=1"), out)
+    before = _weights(out)
+    diverging = tiny_config("train.epochs=2", "optim.lr=1e30", "schedule.name=piecewise")
+    with pytest.raises(TrainingError, match=r"NaN or infinite at epoch 2, step \d+"):
+        train(diverging, out, resume=True)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+    _assert_same_weights(state["model"], before)
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+        Trainer(tiny_config(), tiny_run)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint({"epoch": 1, "w": torch.arange(4.0)}, path)
+
+    def crash_mid_write(obj, fh, *args, **kwargs):
+        fh.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"epoch": 2, "w": torch.zeros(4)}, path)
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.arange(4.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+class _Payload:
+    """Pickles to a call of os.system: what a malicious checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_foreign_truncated_and_malicious_checkpoints_are_refused(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
+        load_checkpoint(truncated)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a phaseguard checkpoint"):
+        load_checkpoint(foreign)
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "phaseguard-checkpoint", "version": 1, "x": _Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match="refused .* pickled objects"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
+        load_checkpoint(text)
