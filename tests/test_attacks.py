@@ -163,16 +163,19 @@ def test_more_pgd_steps_do_not_help_the_model(trained: tuple[nn.Module, Tensor, 
 def test_restarts_keep_the_per_sample_worst_case(trained: tuple[nn.Module, Tensor, Tensor]):
     model, x, y = trained
     torch.manual_seed(0)
-    broken1 = ~correct(model, PGD(model, 0.05, 0.0125, 3)(x, y), y)
-    torch.manual_seed(0)  # the first of the three runs draws the same start as the single run
-    broken3 = ~correct(model, PGD(model, 0.05, 0.0125, 3, restarts=3)(x, y), y)
-    assert (broken3 | ~broken1).all()  # broken by one run -> broken by the best of three
+    broken1 = ~correct(model, PGD(model, EPS, EPS / 4, 1)(x, y), y)
+    torch.manual_seed(0)  # the first of the five runs draws the same start as the single run
+    broken3 = ~correct(model, PGD(model, EPS, EPS / 4, 1, restarts=5)(x, y), y)
+    assert (broken3 | ~broken1).all()  # broken by one run -> by the best of five
     assert broken3.sum() > broken1.sum()
 
 
-def test_attack_works_under_no_grad(trained: tuple[nn.Module, Tensor, Tensor]) -> None:
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_attack_works_with_grad_disabled(
+    trained: tuple[nn.Module, Tensor, Tensor], context: Callable[[], object]
+) -> None:
     model, x, y = trained
-    with torch.no_grad():
+    with context():
         x_adv = PGD(model, EPS, EPS / 4, 5)(x[:64], y[:64])
     assert accuracy(model, x_adv, y[:64]) < accuracy(model, x[:64], y[:64])
 
@@ -209,7 +212,9 @@ def test_trades_kl_computes_the_clean_target_once(trained: tuple[nn.Module, Tens
 def test_trades_kl_keeps_a_path_to_the_input(trained: tuple[nn.Module, Tensor, Tensor]) -> None:
     model, x, y = trained
     x = x[:16].clone().requires_grad_(True)
-    x_adv = TradesKL(model, EPS, EPS / 4, steps=3)(x, y[:16], keep_graph_to_input=True)
+    # 5 steps of eps/4 reach the boundary, as DAT's 5 steps of 2/255 reach 8/255.
+    attack = TradesKL(model, EPS, EPS / 4, steps=5)
+    x_adv = attack(x, y[:16], keep_graph_to_input=True)
     assert x_adv.requires_grad
     F.cross_entropy(model(x_adv), y[:16]).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -217,13 +222,13 @@ def test_trades_kl_keeps_a_path_to_the_input(trained: tuple[nn.Module, Tensor, T
 
     # The gradient reaches x exactly where the last projection clipped to the ball.
     x.grad = None
-    x_adv = TradesKL(model, EPS, EPS / 4, steps=3)(x, y[:16], keep_graph_to_input=True)
+    x_adv = attack(x, y[:16], keep_graph_to_input=True)
     x_adv.sum().backward()
     assert set(x.grad.unique().tolist()) <= {0.0, 1.0}
     on_boundary = ((x_adv - x).abs() - EPS).abs() < 1e-6
     assert (x.grad == 1).sum() > 0
     assert ((x.grad == 0) | on_boundary).all()
-    assert not TradesKL(model, EPS, EPS / 4, steps=1)(x, y[:16]).requires_grad
+    assert not attack(x, y[:16]).requires_grad
 
 
 def test_trades_kl_runs_on_the_callers_bn_branch(trained: tuple[nn.Module, Tensor, Tensor]):
@@ -358,13 +363,16 @@ def test_autoattack_resumes_from_its_state_file(
 ) -> None:
     model, x, y = trained
     x, y = x[:24], y[:24]
-    options = dict(eps=0.03, version="custom", attacks=["apgd-ce", "apgd-t"], batch_size=8)
-    expected = run_autoattack(model, x, y, **options)
-    assert 0 < expected.sum() < len(y)
+    options = dict(eps=EPS, version="custom", attacks=["apgd-ce", "apgd-t"], batch_size=8)
+    counted = StopAfter(model, 10**9)
+    expected = run_autoattack(counted, x, y, **options)
+    assert expected.sum() < len(y)
 
     state = tmp_path / "aa.json"
-    with pytest.raises(Interrupted):
-        run_autoattack(StopAfter(model, 1500), x, y, state_path=state, **options)
+    with pytest.raises(Interrupted):  # killed half-way through
+        run_autoattack(
+            StopAfter(model, (10**9 - counted.left) // 2), x, y, state_path=state, **options
+        )
     saved = json.loads(state.read_text())
     assert saved["done"] == [] and saved["next_index"] > 0  # stopped inside APGD-CE
 

@@ -14,7 +14,7 @@ Contract of every attack in :mod:`phaseguard.attacks`:
   :meth:`Attack.__call__`).
 - Autocast: the attack works inside ``torch.autocast`` (CPU bf16, CUDA fp16/bf16). Losses are
   computed on ``logits.float()``; the iterate stays in ``x``'s dtype. Gradient mode is switched on
-  inside the attack, so calling it under ``torch.no_grad()`` works.
+  inside the attack, so calling it under ``torch.no_grad()`` or ``torch.inference_mode()`` works.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ Objective = Callable[[Tensor], Tensor]
 def attack_mode(model: nn.Module) -> Iterator[None]:
     """Run the enclosed code with ``model`` in eval mode, frozen parameters and grad enabled.
 
+    Grad is enabled even inside ``torch.no_grad()`` or ``torch.inference_mode()``.
+
     On exit (exceptions included) every module gets back its own training flag and every
     parameter that required grad requires it again. ``.grad`` fields are not touched.
     """
@@ -47,7 +49,7 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
         model.eval()
         for p in frozen:
             p.requires_grad_(False)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
         for p in frozen:

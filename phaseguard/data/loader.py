@@ -21,9 +21,13 @@ class BatchLoader:
     Like ``DistributedSampler``, rank ``r`` of ``world_size`` takes every ``world_size``-th
     index of the epoch's order (a permutation seeded with ``seed + epoch`` if ``shuffle``, else
     ``0..N-1``), wrapped around so every rank gets ``num_samples = ceil(N / world_size)``.
-    Augmentation draws from a generator on ``device`` seeded from ``(seed, epoch, rank)``.
-    An epoch's batches are therefore a pure function of ``(seed, epoch, rank)``: iterating twice
-    without :meth:`set_epoch` gives identical batches.
+    Augmentation draws from a generator on ``device`` seeded from ``(seed, epoch, rank)`` at the
+    start of each iteration. An epoch's batches are therefore a pure function of
+    ``(seed, epoch, rank)``: iterating twice without :meth:`set_epoch` gives identical batches.
+
+    With ``yield_raw=True`` the batches come un-augmented and the caller applies
+    :meth:`augment` itself, when it needs both views (DAT mixes amplitudes of the raw image and
+    augments the result); the draws are the same generator's.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        yield_raw: bool = False,
     ) -> None:
         if x.dtype != torch.uint8 or x.ndim != 4 or y.shape != (len(x),) or len(x) == 0:
             raise ValueError(
@@ -57,10 +62,12 @@ class BatchLoader:
         self.x = x.to(self.device)
         self.y = y.to(self.device, torch.int64)
         self.batch_size = batch_size
-        self.shuffle, self.augment, self.padding, self.flip = shuffle, augment, padding, flip
+        self.shuffle, self.augment_enabled = shuffle, augment
+        self.padding, self.flip = padding, flip
         self.drop_last, self.seed, self.rank, self.world_size = drop_last, seed, rank, world_size
-        self.channels_last = channels_last
+        self.channels_last, self.yield_raw = channels_last, yield_raw
         self.epoch = 0
+        self.generator = torch.Generator(device=self.device)
 
     @property
     def num_samples(self) -> int:
@@ -85,16 +92,22 @@ class BatchLoader:
         total = self.num_samples * self.world_size
         return order.repeat(-(-total // n))[:total][self.rank :: self.world_size]
 
+    def augment(self, x: Tensor) -> Tensor:
+        """The configured crop/flip of a batch [B, C, H, W] (uint8 or float; identity if
+        augmentation is off), drawing from this epoch's generator."""
+        if not self.augment_enabled:
+            return x
+        return random_crop_flip(x, self.padding, self.flip, self.generator)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         indices = self.indices().to(self.device)
-        generator = torch.Generator(device=self.device)
         state = np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(1)
-        generator.manual_seed(int(state[0]))
+        self.generator.manual_seed(int(state[0]))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = indices[start : start + self.batch_size]
             x = self.x[index]
-            if self.augment:
-                x = random_crop_flip(x, self.padding, self.flip, generator)
+            if not self.yield_raw:
+                x = self.augment(x)
             x = x.float().div_(255)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -42,7 +42,7 @@ def create_method(section: dict[str, Any], ctx: MethodContext) -> Method:
     return method_class(section["name"])(ctx, method_options(section))
 
 
-from . import adversarial, standard  # noqa: E402,F401  (register the built-in methods)
+from . import adversarial, dat, standard  # noqa: E402,F401  (register the built-in methods)
 
 __all__ = [
     "Batch",

@@ -38,7 +38,9 @@ class _PGDExamples(Method):
         self.attack = PGD(ctx.net, eps=a.eps, step=a.step, steps=a.steps, norm=a.norm)
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
-        return {"x": x, "y": y, "x_adv": self.attack(x, y)}
+        batch = super().prepare(x, y)
+        batch["x_adv"] = self.attack(batch["x"], y)
+        return batch
 
 
 @register_method
@@ -70,7 +72,9 @@ class TRADES(Method):
         self.attack = TradesKL(ctx.net, eps=a.eps, step=a.step, steps=a.steps, norm=a.norm)
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
-        return {"x": x, "y": y, "x_adv": self.attack(x, y)}
+        batch = super().prepare(x, y)
+        batch["x_adv"] = self.attack(batch["x"], y)
+        return batch
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         y = batch["y"]

@@ -3,17 +3,20 @@
 The trainer owns everything else (epochs, optimiser, schedule, precision, checkpoints, logs,
 DDP). Per batch it calls, in this order::
 
-    batch = method.prepare(x, y)           # adversarial examples etc.; no weight gradients
+    batch = method.prepare(x, y)           # augmentation, adversarial examples; no weight grads
     loss, metrics = method.loss(model, batch)   # differentiable in the classifier's weights
     (trainer: backward, optimiser step)
     method.after_step(batch)               # e.g. DAT's generator update
 
+``x`` is the un-augmented batch: a method applies ``ctx.augment`` itself, because DAT needs
+both views (it mixes amplitudes of the raw image and augments the result).
 ``loss`` takes the model as an argument so that wrappers (AWP's perturbed proxy, DDP) can ask
 for the same loss on another set of weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,6 +44,7 @@ class MethodContext:
     num_classes: int
     image_shape: tuple[int, int, int]
     device: torch.device
+    augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # the training crop/flip
     distributed: bool = False
 
 
@@ -54,22 +58,28 @@ class Method:
 
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
-    split_bn: ClassVar[bool] = False  # whether the classifier needs split BN (DAT)
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         self.ctx = ctx
         self.options = options
 
+    @classmethod
+    def wants_split_bn(cls, options: Any) -> bool:
+        """Whether the classifier needs split BN with these options (DAT does)."""
+        return False
+
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
-        """Everything of a batch the loss needs. x: [B,C,H,W] in [0,1]; y: [B] int64."""
-        return {"x": x, "y": y}
+        """Everything of a batch the loss needs, from the un-augmented x [B,C,H,W] in [0,1]
+        and y [B] int64. The default: the augmented view only."""
+        return {"x": self.ctx.augment(x), "y": y}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """A scalar loss to minimise, and detached per-batch metrics (means over the batch)."""
         raise NotImplementedError
 
-    def after_step(self, batch: Batch) -> None:
-        """Called after the classifier's optimiser step."""
+    def after_step(self, batch: Batch) -> Metrics:
+        """Called after the classifier's optimiser step; returns extra detached metrics."""
+        return {}
 
     def modules(self) -> dict[str, nn.Module]:
         """Trainable modules the method owns besides the classifier (moved to the device)."""

@@ -13,7 +13,9 @@ from .plots import plot_training_curves
 
 
 def _eval_rows(runs: list[RunDir]) -> str:
-    evals = {r.root.name: json.loads(r.eval_json.read_text()) for r in runs if r.eval_json.is_file()}
+    evals = {
+        r.root.name: json.loads(r.eval_json.read_text()) for r in runs if r.eval_json.is_file()
+    }
     if not evals:
         return "<p>No evaluation yet: run <code>phaseguard eval RUN_DIR</code>.</p>"
     attacks = list(dict.fromkeys(a for e in evals.values() for a in e["attacks"]))

@@ -26,7 +26,7 @@ from ..config import Config, apply_overrides, config_from_dict
 from ..data import BatchLoader, Dataset, load_dataset, split_validation
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import predict_correct
-from ..methods import MethodContext, create_method, method_class
+from ..methods import MethodContext, create_method, method_class, method_options
 from ..models import create_model
 from ..run_dir import RunDir
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
@@ -57,7 +57,7 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
         num_classes=num_classes,
         in_channels=in_channels,
         normalize=normalize,
-        split_bn=method_class(cfg.method["name"]).split_bn,
+        split_bn=method_class(cfg.method["name"]).wants_split_bn(method_options(cfg.method)),
         **cfg.model.kwargs,
     )
 
@@ -119,6 +119,7 @@ class Trainer:
             num_classes=ds.num_classes,
             image_shape=ds.image_shape,
             device=self.device,
+            augment=self.data.train.augment,
             distributed=self.dist.enabled,
         )
         self.method = create_method(cfg.method, ctx)
@@ -179,6 +180,7 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             channels_last=cfg.train.channels_last,
+            yield_raw=True,
         )
         if len(loader) == 0:
             raise ConfigError(
@@ -286,7 +288,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             with autocast(cfg.train.precision, self.device):
-                self.method.after_step(batch)
+                metrics.update(self.method.after_step(batch))
             loss = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             for key, value in {"loss": loss, **metrics}.items():
@@ -304,7 +306,8 @@ class Trainer:
         seconds = time.perf_counter() - start
         keys = sorted(sums)
         totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.dist)
-        row = {f"train_{k}": v / (steps * self.dist.world_size) for k, v in zip(keys, totals.tolist())}
+        means = (totals / (steps * self.dist.world_size)).tolist()
+        row = {f"train_{k}": v for k, v in zip(keys, means)}
         row.update(lr=lr, seconds=seconds, images_per_s=steps * cfg.train.batch_size / seconds)
         return row
 

@@ -1,0 +1,262 @@
+"""DAT: dual adversarial training with an adversarial amplitude generator (SPEC sections 3-8).
+
+One iteration (``generator_update: sequential``, the reference order)::
+
+    x' = EAEG(x, main)                                 x: the augmented benign view
+    A, P = decompose(x_raw); logits = f(x_raw)         eval mode, main branch, no graph
+    x_hat = augment(recompose(mix(G(z, logits), A, lam), P))     lam ~ U(0, mix_max)
+    x_hat' = EAEG(x_hat, aux)                          projected around x_hat: keeps a path to G
+    classifier: minimise L_DAT with x_hat, x_hat' detached          (trainer's optimiser step)
+    generator:  maximise L_DAT through x_hat and x_hat' with the updated classifier
+
+    L_AT(u, u') = CE_ls(f(u), y) + beta * KL(p(u) || p(u'))
+    L_DAT = (L_AT(x, x') + L_AT(x_hat, x_hat')) / 2 + omega * JS(p(x), p(x_hat))
+
+The generator step does only the work that reaches G (SPEC section 12): the x and x' terms carry
+no gradient to G, so they are left out of its loss; p(x) is a constant there (one forward
+without a graph); the classifier's parameters are frozen, so no weight gradient is computed;
+and BN running statistics are not updated a second time unless ``reference_bn_updates`` asks
+for the reference's behaviour (its generator step re-runs all four branches in train mode).
+
+``generator_update: joint`` is the cheaper variant: one forward and one backward, the classifier
+descending L_DAT while the generator ascends it through a gradient reversal at x_hat and x_hat'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..attacks import TradesKL
+from ..generator import AmplitudeGenerator
+from ..models import bn_branch
+from ..spectrum import decompose, mix_amplitude, recompose
+from . import register_method
+from .adversarial import kl_div
+from .base import Batch, Method, MethodContext, Metrics, accuracy
+
+
+@dataclass
+class DATOptions:
+    """DAT's options; defaults are the reference code's CIFAR settings (SPEC sections 2-8)."""
+
+    label_smoothing: float = 0.5  # of the CE terms (0 for Tiny-ImageNet in the reference)
+    beta: float = 15.0  # weight of the KL term of L_AT (and of the EAEG objective)
+    omega: float = 2.0  # weight of the JS term between p(x) and p(x_hat)
+    mix_max: float = 1.0  # lam ~ U(0, mix_max); the paper's appendix: 0.8 CIFAR-10, 0.6 CIFAR-100
+    z_dim: int = 100  # generator noise size
+    generator_lr: float = 0.1  # generator SGD: fixed learning rate
+    generator_momentum: float = 0.9
+    generator_weight_decay: float = 5e-4
+    generator_bn_eps: float = 0.8  # the reference's BatchNorm1d(n, 0.8): eps, not momentum
+    eaeg_eps: float | None = None  # EAEG ball radius (None: attack.eps)
+    eaeg_step: float | None = None  # EAEG step (None: attack.step)
+    eaeg_steps: int = 5  # EAEG steps K
+    generator_update: Literal["sequential", "joint"] = "sequential"
+    reference_bn_updates: bool = False  # generator step updates BN running stats as reference
+    # the paper's ablations
+    js: bool = True  # False: no JS term
+    mixup: bool = True  # False: x_hat = x (no amplitude mix-up, no generator)
+    split_bn: bool = True  # False: x_hat and x_hat' share the main BN branch
+    amplitude: Literal["generator", "random"] = "generator"  # random: U(0,1) amplitudes
+
+
+class _ReverseGrad(torch.autograd.Function):
+    """Identity forward, negated gradient backward (the joint update's gradient reversal)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return -grad
+
+
+def js_divergence(logits_a: Tensor, logits_b: Tensor) -> Tensor:
+    """Batch-mean Jensen-Shannon divergence of the softmax predictions (SPEC section 5)."""
+    p, q = logits_a.float().softmax(1), logits_b.float().softmax(1)
+    log_m = ((p + q) / 2).clamp(1e-7, 1.0).log()
+    kl_pm = (p * (p.clamp_min(1e-12).log() - log_m)).sum(1)
+    kl_qm = (q * (q.clamp_min(1e-12).log() - log_m)).sum(1)
+    return ((kl_pm + kl_qm) / 2).mean()
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
+    """Train-mode forwards inside leave every BN's running statistics and counter unchanged."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, _BatchNorm) and m.track_running_stats:
+            saved.append((m, m.momentum, m.num_batches_tracked.clone()))
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+@register_method
+class DAT(Method):
+    """Dual adversarial training with an adversarial amplitude generator (NeurIPS 2024)."""
+
+    name = "dat"
+    Options = DATOptions
+
+    @classmethod
+    def wants_split_bn(cls, options: DATOptions) -> bool:
+        return options.split_bn
+
+    def __init__(self, ctx: MethodContext, options: DATOptions) -> None:
+        super().__init__(ctx, options)
+        o, a = options, ctx.attack
+        self.aux = "aux" if o.split_bn else "main"
+        self.eaeg = TradesKL(
+            ctx.net,
+            eps=a.eps if o.eaeg_eps is None else o.eaeg_eps,
+            step=a.step if o.eaeg_step is None else o.eaeg_step,
+            steps=o.eaeg_steps,
+            beta=o.beta,
+            ce_weight=1.0,
+            label_smoothing=o.label_smoothing,
+            norm=a.norm,
+        )
+        self.uses_generator = o.mixup and o.amplitude == "generator"
+        self.generator = AmplitudeGenerator(
+            ctx.num_classes, ctx.image_shape, o.z_dim, o.generator_bn_eps
+        ).to(ctx.device)
+        self.generator_model: nn.Module = self.generator
+        if ctx.distributed:  # replicated, gradients all-reduced like the classifier's
+            self.generator_model = nn.parallel.DistributedDataParallel(
+                self.generator,
+                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            )
+        self.generator_optimizer = torch.optim.SGD(
+            self.generator.parameters(),
+            lr=o.generator_lr,
+            momentum=o.generator_momentum,
+            weight_decay=o.generator_weight_decay,
+        )
+
+    # -- batch ------------------------------------------------------------------------------
+    def _distractor_amplitude(self, x_raw: Tensor) -> Tensor:
+        """A_G [B,C,H,W] in (0,1): the generator's on the raw image's logits, or uniform noise."""
+        if not self.uses_generator:
+            return torch.rand_like(x_raw)
+        net = self.ctx.net
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            logits = net(x_raw).float()
+        net.train(was_training)
+        z = torch.randn(len(x_raw), self.options.z_dim, device=x_raw.device)
+        return self.generator_model(z, logits)
+
+    def mixed_view(self, x_raw: Tensor) -> Tensor:
+        """x_hat: the raw image's phase with its amplitude mixed with a distractor, augmented
+        after recombination (SPEC section 3). Keeps the graph to the generator."""
+        amplitude, phase = decompose(x_raw)
+        lam = torch.rand(len(x_raw), device=x_raw.device) * self.options.mix_max
+        mixed = mix_amplitude(amplitude, self._distractor_amplitude(x_raw).float(), lam)
+        return self.ctx.augment(recompose(mixed, phase).to(x_raw.dtype))
+
+    def prepare(self, x: Tensor, y: Tensor) -> Batch:
+        batch = super().prepare(x, y)
+        batch["x_adv"] = self.eaeg(batch["x"], y)
+        x_hat = self.mixed_view(x) if self.options.mixup else batch["x"]
+        with bn_branch(self.ctx.net, self.aux):
+            x_hat_adv = self.eaeg(x_hat, y, keep_graph_to_input=self.uses_generator)
+        batch["x_hat"], batch["x_hat_adv"] = x_hat, x_hat_adv
+        return batch
+
+    # -- losses -----------------------------------------------------------------------------
+    def _l_at(self, logits: Tensor, logits_adv: Tensor, y: Tensor) -> Tensor:
+        ce = F.cross_entropy(logits, y, label_smoothing=self.options.label_smoothing)
+        return ce + self.options.beta * kl_div(logits, logits_adv).mean()
+
+    def _mixed_terms(
+        self, model: nn.Module, x_hat: Tensor, x_hat_adv: Tensor, y: Tensor, clean: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(L_AT(x_hat, x_hat') / 2 + omega * JS(p(x), p(x_hat)), logits of x_hat and x_hat')."""
+        with bn_branch(model, self.aux):
+            logits_hat, logits_hat_adv = model(x_hat).float(), model(x_hat_adv).float()
+        loss = self._l_at(logits_hat, logits_hat_adv, y) / 2
+        if self.options.js:
+            loss = loss + self.options.omega * js_divergence(clean, logits_hat)
+        return loss, logits_hat, logits_hat_adv
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
+        y = batch["y"]
+        x_hat, x_hat_adv = batch["x_hat"], batch["x_hat_adv"]
+        if self.options.generator_update == "joint" and self.uses_generator:
+            x_hat, x_hat_adv = _ReverseGrad.apply(x_hat), _ReverseGrad.apply(x_hat_adv)
+        else:
+            x_hat, x_hat_adv = x_hat.detach(), x_hat_adv.detach()
+        logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
+        mixed, logits_hat, logits_hat_adv = self._mixed_terms(model, x_hat, x_hat_adv, y, logits)
+        loss = self._l_at(logits, logits_adv, y) / 2 + mixed
+        return loss, {
+            "acc": accuracy(logits, y),
+            "acc_adv": accuracy(logits_adv, y),
+            "acc_hat": accuracy(logits_hat, y),
+            "acc_hat_adv": accuracy(logits_hat_adv, y),
+        }
+
+    def generator_loss(self, batch: Batch) -> Tensor:
+        """The part of L_DAT that depends on G, on the current classifier (train mode, frozen
+        weights); the generator descends its negative."""
+        net, y = self.ctx.net, batch["y"]
+        net.train()
+        stats = contextlib.nullcontext() if self.options.reference_bn_updates else (
+            frozen_bn_statistics(net)
+        )
+        frozen = [p for p in net.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            with stats:
+                with torch.no_grad():
+                    clean = net(batch["x"]).float()
+                    if self.options.reference_bn_updates:
+                        net(batch["x_adv"])  # the reference's extra BN update of the x' branch
+                mixed, _, _ = self._mixed_terms(net, batch["x_hat"], batch["x_hat_adv"], y, clean)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return mixed
+
+    def after_step(self, batch: Batch) -> Metrics:
+        if not self.uses_generator:
+            return {}
+        if self.options.generator_update == "sequential":
+            loss = self.generator_loss(batch)
+            (-loss).backward()
+            metrics = {"generator_loss": loss.detach()}
+        else:
+            metrics = {}
+        self.generator_optimizer.step()
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        return metrics
+
+    # -- state ------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "generator_optimizer": self.generator_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.generator_optimizer.load_state_dict(state["generator_optimizer"])

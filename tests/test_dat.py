@@ -1,0 +1,191 @@
+"""DAT's iteration on real images: branches, generator gradient and ascent, ablation switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from phaseguard.config import AttackConfig
+from phaseguard.data import load_dataset, random_crop_flip
+from phaseguard.methods import MethodContext, create_method
+from phaseguard.methods.dat import js_divergence
+from phaseguard.models import SplitBatchNorm, bn_branch, create_model, has_split_bn
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def batch():
+    ds = load_dataset("fashion-mnist")
+    return ds.x_train[:64].float() / 255, ds.y_train[:64]
+
+
+def make_dat(seed: int = 0, augment: bool = True, **options):
+    torch.manual_seed(seed)
+    section = {"name": "dat", **options}
+    split = section.get("split_bn", True)
+    net = create_model("smallcnn", 10, 1, split_bn=split, width=8)
+    g = torch.Generator().manual_seed(seed)
+    ctx = MethodContext(
+        model=net,
+        net=net,
+        attack=AttackConfig(eps=EPS, step=EPS / 4, steps=5),
+        num_classes=10,
+        image_shape=(1, 28, 28),
+        device=torch.device("cpu"),
+        augment=(lambda x: random_crop_flip(x, 2, True, g)) if augment else (lambda x: x),
+    )
+    return create_method(section, ctx), net
+
+
+def run_prepare(method, batch, seed=1):
+    torch.manual_seed(seed)
+    return method.prepare(*batch)
+
+
+def test_views_stay_in_their_balls_and_x_hat_keeps_a_path_to_the_generator(batch):
+    method, _ = make_dat()
+    b = run_prepare(method, batch)
+    for view in ("x", "x_adv", "x_hat", "x_hat_adv"):
+        assert b[view].shape == batch[0].shape and 0 <= b[view].min() and b[view].max() <= 1
+    assert (b["x_adv"] - b["x"]).abs().max() <= EPS + 1e-6
+    assert (b["x_hat_adv"] - b["x_hat"]).abs().max() <= EPS + 1e-6
+    assert b["x_hat"].requires_grad and b["x_hat_adv"].requires_grad
+    assert not b["x_adv"].requires_grad
+    assert not torch.allclose(b["x_hat"], b["x"])
+
+
+def test_aux_branch_sees_only_mixed_views_and_main_never_does(batch):
+    method, net = make_dat()
+    first = next(m for m in net.modules() if isinstance(m, SplitBatchNorm))
+    seen: list[tuple[str, torch.Tensor]] = []
+    net.register_forward_pre_hook(lambda m, args: seen.append(["?", args[0].detach()]))
+    for name in ("main", "aux"):
+        getattr(first, name).register_forward_pre_hook(
+            lambda m, args, name=name: seen[-1].__setitem__(0, name)
+        )
+    b = run_prepare(method, batch)
+    x_raw, x, x_hat = batch[0], b["x"], b["x_hat"].detach()
+
+    def near(u, v):
+        return (u - v).abs().amax() <= EPS + 1e-5
+
+    assert {branch for branch, _ in seen} == {"main", "aux"}
+    for branch, inp in seen:  # generator logits, EAEG(x) on main; EAEG(x_hat) on aux
+        if branch == "main":
+            assert torch.equal(inp, x_raw) or near(inp, x)
+        else:
+            assert near(inp, x_hat) and not near(inp, x)
+    seen.clear()
+    net.train()
+    method.loss(net, b)
+    assert [branch for branch, _ in seen] == ["main", "main", "aux", "aux"]
+    expected = [b["x"], b["x_adv"], b["x_hat"], b["x_hat_adv"]]
+    assert all(torch.equal(inp, e.detach()) for (_, inp), e in zip(seen, expected))
+
+
+def test_main_statistics_do_not_move_during_the_aux_forwards(batch):
+    method, net = make_dat()
+    b = run_prepare(method, batch)
+    net.train()
+    mains = [m.main for m in net.modules() if isinstance(m, SplitBatchNorm)]
+    before = [m.running_mean.clone() for m in mains]
+    method._mixed_terms(net, b["x_hat"].detach(), b["x_hat_adv"].detach(), b["y"],
+                        torch.zeros(64, 10))
+    assert all(torch.equal(m.running_mean, r) for m, r in zip(mains, before))
+
+
+def test_generator_gets_gradient_and_its_step_increases_l_dat(batch):
+    method, net = make_dat(generator_lr=0.5)
+    b = run_prepare(method, batch)
+    loss = method.generator_loss(b)
+    (-loss).backward(retain_graph=True)
+    grads = [p.grad for p in method.generator.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None for p in net.parameters())  # no classifier weight gradients
+    method.generator_optimizer.zero_grad()
+
+    # Same batch, z and lam, same adversarial perturbation of x_hat: one generator step (first
+    # SGD step: momentum buffer = gradient) raises the L_DAT terms that depend on G.
+    method, net = make_dat(generator_lr=1.0, augment=False)
+
+    def regenerated(b, delta):
+        torch.manual_seed(11)
+        x_hat = method.mixed_view(batch[0])
+        return {**b, "x_hat": x_hat, "x_hat_adv": (x_hat + delta).clamp(0, 1)}
+
+    b = run_prepare(method, batch, seed=7)
+    delta = (b["x_hat_adv"] - b["x_hat"]).detach()
+    b = regenerated(b, delta)
+    before = method.generator_loss(b).item()
+    method.after_step(b)
+    after = method.generator_loss(regenerated(b, delta)).item()
+    assert after > before
+
+
+def test_reference_bn_updates_switch_only_changes_running_statistics(batch):
+    losses, stats = [], []
+    for reference in (False, True):
+        method, net = make_dat(reference_bn_updates=reference)
+        b = run_prepare(method, batch)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        losses.append(method.generator_loss(b).item())
+        after = net.state_dict()
+        stats.append(any(not torch.equal(before[k], after[k]) for k in before))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert stats == [False, True]
+
+
+def test_js_switch_removes_exactly_the_js_term(batch):
+    totals = {}
+    for js in (True, False):
+        method, net = make_dat(js=js)
+        b = run_prepare(method, batch)
+        net.train()
+        totals[js] = method.loss(net, b)[0].item()
+        if js:
+            with torch.no_grad():
+                net.train()
+                clean = net(b["x"]).float()
+                with bn_branch(net, "aux"):
+                    hat = net(b["x_hat"]).float()
+            js_term = 2.0 * js_divergence(clean, hat).item()
+    assert totals[True] - totals[False] == pytest.approx(js_term, rel=1e-3, abs=1e-5)
+
+
+def test_no_mixup_uses_x_as_x_hat_and_never_calls_the_generator(batch):
+    method, _ = make_dat(mixup=False)
+    state = {k: v.clone() for k, v in method.generator.state_dict().items()}
+    b = run_prepare(method, batch)
+    assert torch.equal(b["x_hat"], b["x"])
+    assert method.after_step(b) == {}
+    assert all(torch.equal(v, state[k]) for k, v in method.generator.state_dict().items())
+
+
+def test_no_split_bn_model_has_plain_bn_and_both_views_use_it(batch):
+    method, net = make_dat(split_bn=False)
+    assert not has_split_bn(net)
+    b = run_prepare(method, batch)
+    assert b["x_hat"].requires_grad  # the generator still trains
+
+
+def test_random_amplitude_replaces_the_generator(batch):
+    method, _ = make_dat(amplitude="random")
+    state = {k: v.clone() for k, v in method.generator.state_dict().items()}
+    b = run_prepare(method, batch)
+    assert not b["x_hat"].requires_grad
+    assert not torch.allclose(b["x_hat"], b["x"])
+    assert method.after_step(b) == {}
+    assert all(torch.equal(v, state[k]) for k, v in method.generator.state_dict().items())
+
+
+def test_joint_update_moves_generator_against_the_classifier(batch):
+    method, net = make_dat(generator_update="joint")
+    b = run_prepare(method, batch)
+    net.train()
+    loss, _ = method.loss(net, b)
+    loss.backward()
+    # gradient reversal: the generator receives the negative of dL/dx_hat
+    assert all(p.grad is not None for p in method.generator.parameters())
+    assert all(p.grad is not None for p in net.parameters())
