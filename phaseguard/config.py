@@ -81,6 +81,29 @@ class ScheduleConfig:
 
 
 @dataclass
+class AWPConfig:
+    """Adversarial weight perturbation (Wu et al., 2020) for any adversarial method.
+
+    The proxy ascends the method's own loss, so it is AT-style for PGD-AT and TRADES-style for
+    TRADES and DAT (L_DAT), as in the papers.
+    """
+
+    enabled: bool = False
+    gamma: float = 0.005  # relative size of the weight perturbation
+    warmup_epochs: int = 0  # epochs trained without AWP first
+    proxy_lr: float = 0.01  # SGD step of the proxy that finds the perturbation
+
+
+@dataclass
+class AveragingConfig:
+    """Weight averaging for evaluation: EMA every step, or SWA from an epoch (BN recomputed)."""
+
+    name: Literal["none", "ema", "swa"] = "none"
+    ema_decay: float = 0.999
+    swa_start: int = 0  # first epoch (0-based) whose end-of-epoch weights enter the average
+
+
+@dataclass
 class TrainConfig:
     """The training loop: length, batch, precision, device, seed, validation."""
 
@@ -116,6 +139,8 @@ class Config:
     method: dict[str, Any] = field(default_factory=lambda: {"name": "pgd_at"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    awp: AWPConfig = field(default_factory=AWPConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

@@ -89,7 +89,7 @@ def load_model(
         ckpt = load_checkpoint(source, map_location=device)
         meta = ModelMeta.from_dict(ckpt["meta"])
         model, cfg = _build(ckpt["config"], meta, source)
-        state = ckpt["model"]
+        state = ckpt.get("eval_model") or ckpt["model"]  # averaged weights when averaging
         epoch = int(ckpt["epoch"])
     _load_state(model, state, source)
     return LoadedModel(model.to(device).eval(), cfg, meta, source, epoch)

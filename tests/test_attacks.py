@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +51,16 @@ CASES: dict[str, tuple[str, Callable[[nn.Module, float], Attack]]] = {
         lambda m, eps: TradesKL(m, eps, eps / 4, 5, beta=15.0, ce_weight=1.0, label_smoothing=0.5),
     ),
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run on one thread: these batches are small, and two threads on a shared 2-core machine
+    were measured up to ten times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -301,6 +311,8 @@ def test_malformed_batches_raise_data_error(trained: tuple[nn.Module, Tensor, Te
         attack(x[:4], y[:3])
     with pytest.raises(DataError, match="float"):
         attack((x[:4] * 255).to(torch.uint8), y[:4])
+    with pytest.raises(DataError, match="target_logits"):
+        TradesKL(model, steps=1)(x[:4], y[:4], target_logits=torch.zeros(3, 10))
 
 
 # -- AutoAttack adapter ----------------------------------------------------------------------

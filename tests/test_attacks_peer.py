@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_attacks import correct, trained_smallcnn
+from test_attacks import correct, one_thread, trained_smallcnn  # noqa: F401 (fixture)
 from torch import Tensor, nn
 
 from phaseguard.attacks import PGD

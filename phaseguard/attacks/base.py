@@ -139,11 +139,13 @@ def check_batch(x: Tensor, y: Tensor) -> None:
         raise DataError(
             f"attack labels must be int64 [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}"
         )
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise DataError(
-            f"attack inputs must lie in [0, 1], got [{x.min().item():.4g}, "
-            f"{x.max().item():.4g}]; normalisation belongs inside the model"
-        )
+    if x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        if bool((lo < 0) | (hi > 1)):  # one device sync
+            raise DataError(
+                f"attack inputs must lie in [0, 1], got [{lo.item():.4g}, {hi.item():.4g}]; "
+                "normalisation belongs inside the model"
+            )
 
 
 class Attack:
@@ -158,8 +160,6 @@ class Attack:
         eps: radius of the threat model's ball (8/255 is the CIFAR linf protocol).
         norm: "linf" or "l2".
     """
-
-    attack_mode = staticmethod(attack_mode)
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, norm: str = "linf") -> None:
         self.model = model

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from phaseguard.attacks.base import Objective, check_nonnegative
 from phaseguard.attacks.pgd import PGD
-from phaseguard.errors import ConfigError
+from phaseguard.errors import ConfigError, DataError
 
 
 class TradesKL(PGD):
@@ -84,6 +84,10 @@ class TradesKL(PGD):
         if target_logits is None:
             with torch.no_grad():
                 target_logits = self.model(x)
+        elif target_logits.dim() != 2 or len(target_logits) != len(x):
+            raise DataError(
+                f"target_logits must be [{len(x)}, classes], got {tuple(target_logits.shape)}"
+            )
         return self.ascend(x, self.start(x), self.kl_objective(y, target_logits))
 
     def kl_objective(self, y: Tensor, target_logits: Tensor) -> Objective:

@@ -45,6 +45,7 @@ class MethodContext:
     image_shape: tuple[int, int, int]
     device: torch.device
     augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # the training crop/flip
+    precision: str = "fp32"  # the trainer's autocast precision
     distributed: bool = False
 
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..attacks import TradesKL
+from ..errors import ConfigError
 from ..generator import AmplitudeGenerator
 from ..models import bn_branch
 from ..spectrum import decompose, mix_amplitude, recompose
@@ -131,6 +132,9 @@ class DAT(Method):
             norm=a.norm,
         )
         self.uses_generator = o.mixup and o.amplitude == "generator"
+        if o.generator_update == "joint" and ctx.precision == "fp16":
+            # the joint backward would scale G's gradients with the classifier's grad scaler
+            raise ConfigError("method.generator_update=joint needs fp32 or bf16, not fp16")
         self.generator = AmplitudeGenerator(
             ctx.num_classes, ctx.image_shape, o.z_dim, o.generator_bn_eps
         ).to(ctx.device)

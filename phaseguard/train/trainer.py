@@ -10,6 +10,7 @@ or from the command line: ``phaseguard train CONFIG [key=value ...] --out RUN_DI
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from ..evaluate import predict_correct
 from ..methods import MethodContext, create_method, method_class, method_options
 from ..models import create_model
 from ..run_dir import RunDir
+from .averaging import WeightAverager
+from .awp import AWP
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .logger import RunLogger
@@ -120,6 +123,7 @@ class Trainer:
             image_shape=ds.image_shape,
             device=self.device,
             augment=self.data.train.augment,
+            precision=cfg.train.precision,
             distributed=self.dist.enabled,
         )
         self.method = create_method(cfg.method, ctx)
@@ -134,12 +138,12 @@ class Trainer:
             nesterov=o.nesterov,
         )
         self.scaler = make_scaler(cfg.train.precision, self.device)
-        self.val_attack = PGD(
-            self.net,
-            eps=cfg.attack.eps,
-            step=cfg.attack.step,
-            steps=cfg.train.val_attack_steps,
-            norm=cfg.attack.norm,
+        self.awp = None
+        if cfg.awp.enabled:
+            amp = lambda: autocast(cfg.train.precision, self.device)  # noqa: E731
+            self.awp = AWP(self.net, cfg.awp, self.dist, amp=amp)
+        self.averager = (
+            WeightAverager(self.net, cfg.averaging) if cfg.averaging.name != "none" else None
         )
         self.epoch = 0
         self.best_epoch = 0
@@ -202,6 +206,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
+            "averager": self.averager.state_dict() if self.averager else {},
+            "eval_model": self.eval_net.state_dict() if self.averager else {},
             "rng": rng,
             "best": {"epoch": self.best_epoch, "robust_acc": self.best_robust_acc},
             "history": self.history,
@@ -217,6 +223,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             self.method.load_state_dict(state["method"])
+            if self.averager:
+                self.averager.load_state_dict(state["averager"])
             torch.set_rng_state(state["rng"]["torch"].cpu())
             if "cuda" in state["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
@@ -282,13 +290,17 @@ class Trainer:
                 group["lr"] = lr
             with autocast(cfg.train.precision, self.device):
                 batch = self.method.prepare(x, y)
-                loss, metrics = self.method.loss(self.model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            with self._weight_perturbation(batch):
+                with autocast(cfg.train.precision, self.device):
+                    loss, metrics = self.method.loss(self.model, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             with autocast(cfg.train.precision, self.device):
                 metrics.update(self.method.after_step(batch))
+            if self.averager:
+                self.averager.after_step()
             loss = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             for key, value in {"loss": loss, **metrics}.items():
@@ -303,6 +315,8 @@ class Trainer:
                 )
                 bar.update((step + 1) - bar.n)
         bar.close()
+        if self.averager:
+            self.averager.after_epoch(self.epoch, loader)
         seconds = time.perf_counter() - start
         keys = sorted(sums)
         totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.dist)
@@ -310,6 +324,16 @@ class Trainer:
         row = {f"train_{k}": v for k, v in zip(keys, means)}
         row.update(lr=lr, seconds=seconds, images_per_s=steps * cfg.train.batch_size / seconds)
         return row
+
+    def _weight_perturbation(self, batch: dict) -> contextlib.AbstractContextManager:
+        if self.awp is None or self.epoch < self.cfg.awp.warmup_epochs:
+            return contextlib.nullcontext()
+        return self.awp.perturbed(self.method, batch)
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The classifier validation and checkpoints evaluate: the averaged one when on."""
+        return self.averager.model if self.averager and self.averager.ready else self.net
 
     def _check_finite(self, first_bad: torch.Tensor) -> None:
         bad = int(first_bad)
@@ -329,8 +353,16 @@ class Trainer:
         # Validation draws its own random starts so that it never shifts the training RNG stream.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.cfg.train.seed + 1)
-            clean = predict_correct(self.net, x, y, device=self.device)
-            robust = predict_correct(self.net, x, y, attack=self.val_attack, device=self.device)
+            net = self.eval_net
+            attack = PGD(
+                net,
+                eps=self.cfg.attack.eps,
+                step=self.cfg.attack.step,
+                steps=self.cfg.train.val_attack_steps,
+                norm=self.cfg.attack.norm,
+            )
+            clean = predict_correct(net, x, y, device=self.device)
+            robust = predict_correct(net, x, y, attack=attack, device=self.device)
         counts = torch.tensor(
             [clean.sum().item(), robust.sum().item(), len(y)], dtype=torch.float64,
             device=self.device,
