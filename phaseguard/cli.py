@@ -7,6 +7,7 @@ status 2; nothing already written is lost.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if args.config is None or args.out is None:
             raise PhaseguardError("usage: phaseguard train CONFIG [key=value ...] --out RUN_DIR")
         result = train(load_config(args.config, args.overrides), args.out)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     print(
         f"run {result.run_dir}: best validation PGD accuracy {result.best_robust_acc:.4f} "
         f"at epoch {result.best_epoch}"

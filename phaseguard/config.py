@@ -260,19 +260,49 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
     return cfg
 
 
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``, recursively for mappings."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a mapping, with its ``base:`` file (relative to it) merged underneath."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"config {path} includes itself through 'base:'")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    parent = read_config_tree(path.parent / base, (*_seen, path.resolve()))
+    merged = _merge(parent, tree)
+    parent_method = parent.get("method") or {}
+    child_method = tree.get("method") or {}
+    if child_method.get("name", parent_method.get("name")) != parent_method.get("name"):
+        merged["method"] = child_method  # another method: its options start afresh
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file (or start from the defaults) and apply ``key=value`` overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-        try:
-            tree = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config {path} must be a mapping of sections")
+    """Read a YAML file (or start from the defaults) and apply ``key=value`` overrides.
+
+    A file may name another with ``base: other.yaml`` (relative to itself); its sections are
+    merged underneath, key by key.
+    """
+    tree = read_config_tree(path) if path is not None else {}
     return config_from_dict(apply_overrides(tree, overrides or []))

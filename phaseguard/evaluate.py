@@ -83,6 +83,7 @@ class EvalReport:
     worst_case: AttackResult | None = None
     sanity: list[SanityCheck] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    autoattack_breakdown: dict[str, int] = field(default_factory=dict)  # images each broke first
 
     @property
     def clean_accuracy(self) -> float | None:
@@ -122,6 +123,12 @@ class EvalReport:
         for check in self.sanity:
             rows.append(f"[{'ok' if check.passed else 'WARNING'}] {check.name}: {check.detail}")
         return "\n".join(rows)
+
+
+def _result(correct: torch.Tensor, seconds: float) -> AttackResult:
+    n = len(correct)
+    hits = int(correct.sum())
+    return AttackResult(hits / n if n else float("nan"), hits, n, seconds)
 
 
 def _zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -177,6 +184,16 @@ def _sanity_checks(
                 f"PGD-100 {a100} vs PGD-20 {a20} correct",
             )
         )
+    if report.autoattack_breakdown:
+        black_box = report.autoattack_breakdown.get("square", 0)
+        checks.append(
+            SanityCheck(
+                "black-box attack finds nothing the white-box ones missed",
+                black_box == 0,
+                f"Square broke {black_box} images that APGD/FAB left correct"
+                + (" (gradient masking?)" if black_box else ""),
+            )
+        )
     first = x[:batch_size].to(device)
     first = first.float().div_(255) if first.dtype == torch.uint8 else first.float()
     frac = _zero_gradient_fraction(model, first, y[:batch_size].to(device))
@@ -225,25 +242,18 @@ def evaluate(
             xf = x.float().div(255) if x.dtype == torch.uint8 else x.float()
             ok = run_autoattack(
                 model, xf, y, eps=eps, norm=norm, batch_size=batch_size, device=device,
-                state_path=aa_state, seed=seed,
+                state_path=aa_state, seed=seed, breakdown=report.autoattack_breakdown,
             )
         else:
             attack = build_attack(name, model, eps=eps, norm=norm)
             ok = predict_correct(model, x, y, attack=attack, batch_size=batch_size, device=device)
         correct[name] = ok.cpu()
-        report.attacks[name] = AttackResult(
-            ok.float().mean().item(), int(ok.sum()), len(y), time.perf_counter() - start
-        )
+        report.attacks[name] = _result(ok, time.perf_counter() - start)
         if log is not None:
             log(f"{name}: {100 * report.attacks[name].accuracy:.2f}%")
     if correct:
         worst = torch.stack(list(correct.values())).all(0)
-        report.worst_case = AttackResult(
-            worst.float().mean().item(),
-            int(worst.sum()),
-            len(y),
-            sum(r.seconds for r in report.attacks.values()),
-        )
+        report.worst_case = _result(worst, sum(r.seconds for r in report.attacks.values()))
     report.sanity = _sanity_checks(model, x, y, report, correct, batch_size, device)
     return report
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
 
 from phaseguard.errors import ModelError
 from phaseguard.models import (
@@ -367,12 +370,9 @@ def test_split_bn_composes_with_sync_batchnorm() -> None:
         assert all(type(s.main) is type(s.aux) is nn.SyncBatchNorm for s in splits)
 
 
-def test_split_bn_under_distributed_data_parallel(tmp_path) -> None:
-    dist = pytest.importorskip("torch.distributed")
+def test_split_bn_under_distributed_data_parallel(tmp_path: Path) -> None:
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
-    from torch.nn.parallel import DistributedDataParallel
-
     dist.init_process_group(
         "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
     )

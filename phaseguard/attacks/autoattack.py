@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class _State:
     robust: Tensor | None = None  # bool [N] on the CPU, None before the clean pass
     done: tuple[str, ...] = ()
     next_index: int = 0  # the current attack has covered every image below this index
+    broken_by: dict[str, int] = field(default_factory=dict)  # images each attack broke first
 
     def save(self, path: Path | None) -> None:
         if path is None:
@@ -72,6 +73,7 @@ class _State:
             "robust": flags,
             "done": list(self.done),
             "next_index": self.next_index,
+            "broken_by": self.broken_by,
         }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc))
@@ -89,7 +91,9 @@ class _State:
             saved = _Settings(**doc["settings"])
             flags = doc["robust"]
             robust = None if flags is None else torch.tensor([c == "1" for c in flags])
-            state = cls(saved, robust, tuple(doc["done"]), int(doc["next_index"]))
+            state = cls(
+                saved, robust, tuple(doc["done"]), int(doc["next_index"]), dict(doc["broken_by"])
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"cannot resume AutoAttack from {path}: {exc}") from exc
         if saved != settings:
@@ -148,6 +152,7 @@ def run_autoattack(
     seed: int = 0,
     verbose: bool = False,
     device: str | torch.device | None = None,
+    breakdown: dict[str, int] | None = None,
 ) -> Tensor:
     """Which images survive AutoAttack: bool [N], True where the model stays correct.
 
@@ -170,6 +175,8 @@ def run_autoattack(
         seed: AutoAttack's seed (reset at every batch, as AutoAttack does).
         verbose: print one line per finished attack.
         device: where AutoAttack runs; defaults to x's device.
+        breakdown: if given, filled with {attack: images it was the first to break}, e.g. to
+            notice a black-box attack (square) succeeding where the white-box ones failed.
 
     Returns:
         bool [N] on x's device: correctly classified after every attack run.
@@ -231,6 +238,8 @@ def run_autoattack(
                     f"({time.perf_counter() - start:.1f} s)",
                     flush=True,
                 )
+    if breakdown is not None:
+        breakdown.update(state.broken_by)
     return state.robust.to(x.device)
 
 
@@ -264,6 +273,9 @@ def _run_one(
         xb = x[todo.to(x.device)].to(device).contiguous()
         yb = y[todo.to(y.device)].to(device)
         _, y_adv = aa.run_standard_evaluation(xb, yb, batch_size=len(todo))
-        state.robust[todo] = (y_adv == yb).cpu()
+        survived = (y_adv == yb).cpu()
+        name = aa.attacks_to_run[0]
+        state.broken_by[name] = state.broken_by.get(name, 0) + int((~survived).sum())
+        state.robust[todo] = survived
         state.next_index = int(todo[-1]) + 1
         state.save(path)

@@ -1,0 +1,132 @@
+"""The command line as a user meets it: help, eval, export, report, data, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from phaseguard.loading import export_safetensors, load_model
+
+from tests.conftest import TINY
+
+
+def phaseguard(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "phaseguard", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=600,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("phaseguard: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_lists_the_commands():
+    proc = phaseguard("--help")
+    assert proc.returncode == 0
+    for command in ("train", "eval", "report", "data", "export", "list"):
+        assert command in proc.stdout
+
+
+def test_eval_writes_json_table_and_robustbench_entry(tiny_run, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = phaseguard("eval", tiny_run, "--attacks", "natural,fgsm,pgd20,cw", "--n", "120", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    attacks = report["attacks"]
+    assert list(attacks) == ["natural", "fgsm", "pgd20", "cw"]
+    assert all(a["n"] == 120 and a["seconds"] >= 0 for a in attacks.values())
+    worst = report["worst_case"]["correct"]
+    assert worst <= min(a["correct"] for a in attacks.values())
+    assert all(check["passed"] for check in report["sanity"]), report["sanity"]
+    rb = report["robustbench"]
+    assert rb["clean_acc"] == pytest.approx(100 * attacks["natural"]["accuracy"], abs=0.01)
+    assert rb["eps"] == pytest.approx(0.1) and rb["threat_model"] == "Linf"
+    assert rb["dataset"] == "fashion-mnist" and rb["architecture"] == "smallcnn"
+    assert "worst case" in proc.stdout and "[ok] attack at eps=0 equals clean" in proc.stdout
+
+
+def test_export_to_safetensors_gives_the_same_model(tiny_run, tmp_path):
+    out = export_safetensors(tiny_run, tmp_path / "model.safetensors")
+    original, exported = load_model(tiny_run).model, load_model(out).model
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), original(x))
+    assert not exported.training
+
+
+def test_report_renders_from_a_real_run(tiny_run, tmp_path):
+    out = tmp_path / "report.html"
+    proc = phaseguard("report", tiny_run, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    page = out.read_text()
+    assert "training curves" in page and (tmp_path / "report_curves.png").stat().st_size > 1000
+
+
+def test_data_info_and_list():
+    proc = phaseguard("data", "info", "fashion-mnist")
+    assert proc.returncode == 0
+    assert "60000 train / 10000 test" in proc.stdout and "Ankle boot" in proc.stdout
+    proc = phaseguard("list", "models")
+    assert "resnet18" in proc.stdout.split() and "smallcnn" in proc.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory):
+    from tests.conftest import tiny_config
+
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(tiny_config().to_yaml())
+    return path
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        (["model.name=nosuchnet"], ["nosuchnet", "resnet18"]),
+        (["data.name=cifar10", "data.root=/nonexistent/cifar"], ["/nonexistent/cifar"]),
+        (["train.epoch=3"], ["unknown config key 'train.epoch'"]),
+        (["method.name=dat", "method.gamma=1"], ["unknown config key 'method.gamma'"]),
+        (["train.precision=fp16", "train.device=cpu"], ["fp16 needs CUDA"]),
+    ],
+)
+def test_bad_training_input_is_one_line(tmp_path, tiny_yaml, overrides, fragments):
+    proc = phaseguard("train", tiny_yaml, "--out", tmp_path / "run", *overrides)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_config_and_existing_run_are_one_line(tmp_path, tiny_run):
+    assert_one_line_error(phaseguard("train", tmp_path / "nope.yaml", "--out", tmp_path / "r"),
+                          "nope.yaml")
+    proc = phaseguard("train", tiny_run / "config.yaml", "--out", tiny_run)
+    assert_one_line_error(proc, "already holds a run", "--resume")
+
+
+def test_bad_checkpoints_are_one_line(tmp_path):
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(b"PK\x03\x04garbage")
+    assert_one_line_error(phaseguard("eval", truncated), "truncated or not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.ones(2)}, foreign)
+    assert_one_line_error(phaseguard("eval", foreign), "not a phaseguard checkpoint")
+    assert_one_line_error(phaseguard("eval", tmp_path / "missing"), "does not exist")
+    assert_one_line_error(phaseguard("eval", tmp_path), "holds no checkpoint")
+
+
+def test_unknown_attack_is_one_line(tiny_run):
+    assert_one_line_error(phaseguard("eval", tiny_run, "--attacks", "pgd7"), "pgd7", "pgd20")
+
+
+def test_tiny_overrides_are_all_valid():
+    from phaseguard.config import load_config
+
+    load_config(None, TINY)

@@ -1,0 +1,46 @@
+"""DDP through torchrun on two CPU processes (gloo) against one process with the same batch."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from phaseguard.data import load_dataset
+from phaseguard.evaluate import predict_correct
+from phaseguard.loading import load_model
+from phaseguard.train import train
+from tests.conftest import tiny_config
+from tests.test_methods import SHORT
+
+
+def _clean_accuracy(run_dir) -> float:
+    ds = load_dataset("fashion-mnist")
+    net = load_model(run_dir, "last").model
+    return predict_correct(net, ds.x_test[:1000], ds.y_test[:1000]).float().mean().item()
+
+
+@pytest.mark.parametrize("method", ["pgd_at", "dat"])
+def test_two_gloo_processes_train_like_one(tmp_path, method):
+    extra = ["method.eaeg_steps=2"] if method == "dat" else []
+    cfg = tiny_config(*SHORT, f"method.name={method}", "train.threads=1", *extra)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(cfg.to_yaml())
+    ddp = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "-m", "phaseguard", "train", str(config), "--out", str(ddp)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("best validation PGD accuracy") == 1  # only rank 0 reports
+    with (ddp / "log.csv").open() as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
+
+    single = tmp_path / "single"
+    train(cfg, single)
+    acc_ddp, acc_single = _clean_accuracy(ddp), _clean_accuracy(single)
+    assert acc_ddp > 0.3 and acc_single > 0.3  # both trained (10 classes: chance is 0.1)
+    assert abs(acc_ddp - acc_single) < 0.1, (acc_ddp, acc_single)
