@@ -66,6 +66,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         device=device,
         seed=args.seed,
         aa_state=out.with_suffix(".aa_state.json"),
+        aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None,
         info={
             "source": str(loaded.source),
             "epoch": loaded.epoch,
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, help="evaluate the first n test images")
     p.add_argument("--eps", type=float, help="perturbation budget (default: the run's)")
     p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
+    p.add_argument(
+        "--aa-attacks",
+        help="run AutoAttack's custom version with these attacks (e.g. apgd-ce,apgd-t) "
+        "instead of the standard one",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--data-root", help="where the test set lies (default: the run's)")

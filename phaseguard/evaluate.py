@@ -219,11 +219,15 @@ def evaluate(
     device: str | torch.device = "cpu",
     seed: int = 0,
     aa_state: Path | None = None,
+    aa_attacks: list[str] | None = None,
     info: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Run ``attacks`` (names from :func:`available_attacks`) on images x (uint8 or [0,1] float,
-    [N,C,H,W]) with labels y; return the report with per-sample worst case and sanity checks."""
+    [N,C,H,W]) with labels y; return the report with per-sample worst case and sanity checks.
+
+    ``aa`` is AutoAttack's standard version, or its custom version with ``aa_attacks``; its
+    progress is saved in ``aa_state`` (resumed from there when the file exists)."""
     unknown = [a for a in attacks if a not in available_attacks()]
     if unknown:
         raise ConfigError(
@@ -241,8 +245,18 @@ def evaluate(
         elif name == AUTOATTACK:
             xf = x.float().div(255) if x.dtype == torch.uint8 else x.float()
             ok = run_autoattack(
-                model, xf, y, eps=eps, norm=norm, batch_size=batch_size, device=device,
-                state_path=aa_state, seed=seed, breakdown=report.autoattack_breakdown,
+                model,
+                xf,
+                y,
+                eps=eps,
+                norm=norm,
+                batch_size=batch_size,
+                device=device,
+                state_path=aa_state,
+                seed=seed,
+                breakdown=report.autoattack_breakdown,
+                version="custom" if aa_attacks else "standard",
+                attacks=aa_attacks,
             )
         else:
             attack = build_attack(name, model, eps=eps, norm=norm)

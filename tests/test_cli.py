@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from phaseguard.loading import export_safetensors, load_model
-
 from tests.conftest import TINY
 
 
 def phaseguard(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "phaseguard", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
     )
 
 
@@ -38,7 +40,9 @@ def test_help_lists_the_commands():
 
 def test_eval_writes_json_table_and_robustbench_entry(tiny_run, tmp_path):
     out = tmp_path / "eval.json"
-    proc = phaseguard("eval", tiny_run, "--attacks", "natural,fgsm,pgd20,cw", "--n", "120", "--out", out)
+    proc = phaseguard(
+        "eval", tiny_run, "--attacks", "natural,fgsm,pgd20,cw", "--n", "120", "--out", out
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     attacks = report["attacks"]
@@ -105,8 +109,9 @@ def test_bad_training_input_is_one_line(tmp_path, tiny_yaml, overrides, fragment
 
 
 def test_missing_config_and_existing_run_are_one_line(tmp_path, tiny_run):
-    assert_one_line_error(phaseguard("train", tmp_path / "nope.yaml", "--out", tmp_path / "r"),
-                          "nope.yaml")
+    assert_one_line_error(
+        phaseguard("train", tmp_path / "nope.yaml", "--out", tmp_path / "r"), "nope.yaml"
+    )
     proc = phaseguard("train", tiny_run / "config.yaml", "--out", tiny_run)
     assert_one_line_error(proc, "already holds a run", "--resume")
 

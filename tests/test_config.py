@@ -23,8 +23,14 @@ def test_overrides_are_typed_and_accept_fractions(tmp_path):
     path.write_text("train:\n  epochs: 3\nmodel:\n  name: smallcnn\n")
     cfg = load_config(
         path,
-        ["train.epochs=7", "attack.eps=8/255", "optim.lr=1", "model.kwargs.width=16",
-         "eval.attacks=[natural,pgd20]", "data.root=null"],
+        [
+            "train.epochs=7",
+            "attack.eps=8/255",
+            "optim.lr=1",
+            "model.kwargs.width=16",
+            "eval.attacks=[natural,pgd20]",
+            "data.root=null",
+        ],
     )
     assert cfg.train.epochs == 7
     assert cfg.attack.eps == pytest.approx(8 / 255)

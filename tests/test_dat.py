@@ -9,7 +9,7 @@ from phaseguard.config import AttackConfig
 from phaseguard.data import load_dataset, random_crop_flip
 from phaseguard.methods import MethodContext, create_method
 from phaseguard.methods.dat import js_divergence
-from phaseguard.models import SplitBatchNorm, bn_branch, create_model, has_split_bn
+from phaseguard.models import SplitBatchNorm, bn_branch, create_model, has_split_bn, list_models
 
 EPS = 0.1
 
@@ -90,8 +90,9 @@ def test_main_statistics_do_not_move_during_the_aux_forwards(batch):
     net.train()
     mains = [m.main for m in net.modules() if isinstance(m, SplitBatchNorm)]
     before = [m.running_mean.clone() for m in mains]
-    method._mixed_terms(net, b["x_hat"].detach(), b["x_hat_adv"].detach(), b["y"],
-                        torch.zeros(64, 10))
+    method._mixed_terms(
+        net, b["x_hat"].detach(), b["x_hat_adv"].detach(), b["y"], torch.zeros(64, 10)
+    )
     assert all(torch.equal(m.running_mean, r) for m, r in zip(mains, before))
 
 
@@ -189,3 +190,34 @@ def test_joint_update_moves_generator_against_the_classifier(batch):
     # gradient reversal: the generator receives the negative of dL/dx_hat
     assert all(p.grad is not None for p in method.generator.parameters())
     assert all(p.grad is not None for p in net.parameters())
+
+
+SHAPES = {"smallcnn": (1, 28, 28), "resnet18": (3, 64, 64), "preact_resnet18": (3, 32, 32)}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_dat_iteration_on_every_model(name):
+    """Prepare, loss, classifier step, generator step: every registered architecture."""
+    shape = SHAPES.get(name, (3, 16, 16))  # the WRNs: small images keep this fast
+    kwargs = {"depth": 10, "widen_factor": 2} if name == "wrn" else {}
+    torch.manual_seed(0)
+    net = create_model(name, 10, shape[0], split_bn=True, **kwargs)
+    ctx = MethodContext(
+        model=net,
+        net=net,
+        attack=AttackConfig(eps=EPS, step=EPS, steps=1),
+        num_classes=10,
+        image_shape=shape,
+        device=torch.device("cpu"),
+    )
+    method = create_method({"name": "dat", "eaeg_steps": 1}, ctx)
+    x, y = torch.rand(4, *shape), torch.randint(0, 10, (4,))
+    gen_before = [p.clone() for p in method.generator.parameters()]
+    batch = method.prepare(x, y)
+    net.train()
+    loss, _ = method.loss(net, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in net.parameters())
+    method.after_step(batch)
+    assert any(not torch.equal(a, b) for a, b in zip(gen_before, method.generator.parameters()))

@@ -29,8 +29,10 @@ from phaseguard.errors import DataError
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = [
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
 ]
 
 
@@ -83,22 +85,39 @@ def write_cifar(
         (folder / name).write_bytes(pickle.dumps(content, protocol=protocol))
 
     def batch(name: str, images: np.ndarray, labels: np.ndarray) -> None:
-        dump(name, {b"batch_label": name.encode(), label_key: labels.tolist(),
-                    b"data": images.reshape(len(images), -1),
-                    b"filenames": [f"{i}.png".encode() for i in range(len(images))]})
+        dump(
+            name,
+            {
+                b"batch_label": name.encode(),
+                label_key: labels.tolist(),
+                b"data": images.reshape(len(images), -1),
+                b"filenames": [f"{i}.png".encode() for i in range(len(images))],
+            },
+        )
 
     x_train, y_train, x_test, y_test = x[:50], y[:50], x[50:], y[50:]
     if fine:
         batch("train", x_train, y_train)
         batch("test", x_test, y_test)
-        dump("meta", {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
-                      b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]})
+        dump(
+            "meta",
+            {
+                b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+                b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+            },
+        )
     else:
         for k, part in enumerate(np.array_split(np.arange(50), 5), 1):
             batch(f"data_batch_{k}", x_train[part], y_train[part])
         batch("test_batch", x_test, y_test)
-        dump("batches.meta", {b"label_names": [f"name{i}".encode() for i in range(10)],
-                              b"num_cases_per_batch": 10, b"num_vis": 3072})
+        dump(
+            "batches.meta",
+            {
+                b"label_names": [f"name{i}".encode() for i in range(10)],
+                b"num_cases_per_batch": 10,
+                b"num_vis": 3072,
+            },
+        )
     return folder
 
 
@@ -211,10 +230,16 @@ def test_cifar_official_layout(
 ) -> None:
     x, y = rgb
     folder = write_cifar(tmp_path / "extracted", x, y, fine=fine)
-    archive = tar_gz(folder, tmp_path / "packed" / ("cifar-100-python.tar.gz" if fine else
-                                                    "cifar-10-python.tar.gz"))
-    root = {"archive": archive, "folder": folder, "parent-of-folder": folder.parent,
-            "parent-of-archive": archive.parent}[form]
+    archive = tar_gz(
+        folder,
+        tmp_path / "packed" / ("cifar-100-python.tar.gz" if fine else "cifar-10-python.tar.gz"),
+    )
+    root = {
+        "archive": archive,
+        "folder": folder,
+        "parent-of-folder": folder.parent,
+        "parent-of-archive": archive.parent,
+    }[form]
     name = "cifar100" if fine else "cifar10"
     data = load_dataset(name, root)
     assert data.name == name and data.image_shape == (3, 32, 32)
@@ -242,10 +267,29 @@ def python2_batch(data: np.ndarray, labels: np.ndarray) -> bytes:
         return b"J" + struct.pack("<i", value)
 
     array = (
-        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + num(0) + b"\x85"
-        + text(b"b") + b"\x87R(" + num(1) + num(len(data)) + num(data.shape[1]) + b"\x86"
-        + b"cnumpy\ndtype\n" + text(b"u1") + num(0) + num(1) + b"\x87R(" + num(3) + text(b"|")
-        + b"NNN" + num(-1) + num(-1) + num(0) + b"tb\x89" + text(data.tobytes()) + b"tb"
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        + num(0)
+        + b"\x85"
+        + text(b"b")
+        + b"\x87R("
+        + num(1)
+        + num(len(data))
+        + num(data.shape[1])
+        + b"\x86"
+        + b"cnumpy\ndtype\n"
+        + text(b"u1")
+        + num(0)
+        + num(1)
+        + b"\x87R("
+        + num(3)
+        + text(b"|")
+        + b"NNN"
+        + num(-1)
+        + num(-1)
+        + num(0)
+        + b"tb\x89"
+        + text(data.tobytes())
+        + b"tb"
     )
     label_list = b"](" + b"".join(num(int(v)) for v in labels) + b"e"
     return b"\x80\x02}(" + text(b"data") + array + text(b"labels") + label_list + b"u."
@@ -291,8 +335,10 @@ def test_broken_cifar_archives_are_refused(
 
 
 def test_missing_cifar_names_places_and_download(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=f"not found in {rx(tmp_path)}/nowhere.*"
-                       "phaseguard data download cifar10 --root DIR"):
+    with pytest.raises(
+        DataError,
+        match=f"not found in {rx(tmp_path)}/nowhere.*phaseguard data download cifar10 --root DIR",
+    ):
         load_dataset("cifar10", tmp_path / "nowhere")
     with pytest.raises(DataError, match="not found in data/cifar100"):
         load_dataset("cifar100")
@@ -409,8 +455,13 @@ def test_npz_layouts(rgb: tuple[np.ndarray, np.ndarray], tmp_path: Path, layout:
         "NHWC-gray": x[:, :1].transpose(0, 2, 3, 1),
         "float": x / 255.0,
     }[layout]
-    path = save_npz(tmp_path / "d.npz", x_train=stored[:50], y_train=y[:50],
-                    x_test=stored[50:], y_test=y[50:, None])
+    path = save_npz(
+        tmp_path / "d.npz",
+        x_train=stored[:50],
+        y_train=y[:50],
+        x_test=stored[50:],
+        y_test=y[50:, None],
+    )
     data = load_dataset("npz", path)
     assert same(data.x_train, expected[:50]) and same(data.y_test, y[50:])
     assert data.classes == [str(k) for k in range(int(y.max()) + 1)]
@@ -422,8 +473,14 @@ def test_npz_class_names_from_the_default_place(
     x, y = rgb
     (tmp_path / "data" / "npz").mkdir(parents=True)
     names = np.array([f"c{k}" for k in range(10)])
-    save_npz(tmp_path / "data" / "npz" / "mine.npz",
-             x_train=x, y_train=y, x_test=x, y_test=y, classes=names)
+    save_npz(
+        tmp_path / "data" / "npz" / "mine.npz",
+        x_train=x,
+        y_train=y,
+        x_test=x,
+        y_test=y,
+        classes=names,
+    )
     data = load_dataset("npz")  # the only .npz in ./data/npz
     assert data.classes[3] == "c3" and len(data.x_test) == 60
 
@@ -431,8 +488,10 @@ def test_npz_class_names_from_the_default_place(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"y_train": np.full(60, 7), "classes": np.array(["a", "b", "c"])},
-         r"y_train contains label 7, outside \[0, 3\)"),
+        (
+            {"y_train": np.full(60, 7), "classes": np.array(["a", "b", "c"])},
+            r"y_train contains label 7, outside \[0, 3\)",
+        ),
         ({"x_train": np.zeros((60, 5), np.uint8)}, r"'x_train' has shape \[60, 5\]"),
         ({"x_test": np.zeros((60, 3, 32, 32), np.int64)}, "'x_test' is int64; expected uint8"),
         ({"x_test": np.full((60, 3, 32, 32), 2.0)}, r"'x_test' is float but not within \[0, 1\]"),
@@ -446,8 +505,9 @@ def test_npz_bad_inputs(
     rgb: tuple[np.ndarray, np.ndarray], tmp_path: Path, change: dict, message: str
 ) -> None:
     x, y = rgb
-    path = save_npz(tmp_path / "bad.npz", **{"x_train": x, "y_train": y, "x_test": x, "y_test": y,
-                                            **change})
+    path = save_npz(
+        tmp_path / "bad.npz", **{"x_train": x, "y_train": y, "x_test": x, "y_test": y, **change}
+    )
     with pytest.raises(DataError, match=f"{rx(path)}.*{message}|{message}.*{rx(path)}"):
         load_dataset("npz", path)
 
@@ -462,8 +522,9 @@ def test_npz_missing_key_and_garbage(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_lists_known_names() -> None:
-    assert {"cifar10", "cifar100", "svhn", "tiny-imagenet", "mnist", "fashion-mnist",
-            "npz"} == set(list_datasets())
+    assert {"cifar10", "cifar100", "svhn", "tiny-imagenet", "mnist", "fashion-mnist", "npz"} == set(
+        list_datasets()
+    )
     with pytest.raises(DataError, match="unknown dataset 'imagenet'; known datasets: cifar10"):
         load_dataset("imagenet")
 

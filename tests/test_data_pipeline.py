@@ -79,7 +79,9 @@ def test_crops_are_windows_of_the_padded_image(images: torch.Tensor) -> None:
     offsets = set()
     for i in range(8):
         matches = [
-            (dy, dx) for dy in range(9) for dx in range(9)
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
             if torch.equal(out[i], padded[i, :, dy : dy + 28, dx : dx + 28])
         ]
         assert matches, f"sample {i} is not a window of its padded image"

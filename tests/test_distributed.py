@@ -30,9 +30,21 @@ def test_two_gloo_processes_train_like_one(tmp_path, method):
     config.write_text(cfg.to_yaml())
     ddp = tmp_path / "ddp"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "-m", "phaseguard", "train", str(config), "--out", str(ddp)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "-m",
+            "phaseguard",
+            "train",
+            str(config),
+            "--out",
+            str(ddp),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("best validation PGD accuracy") == 1  # only rank 0 reports

@@ -88,3 +88,19 @@ def test_weight_averaging_is_what_checkpoints_evaluate(tmp_path, averaging):
     if averaging == "swa":  # BN statistics recomputed for the averaged weights
         stat = next(k for k in raw if k.endswith("running_mean"))
         assert not torch.equal(raw[stat], averaged[stat])
+
+
+def test_dat_combines_with_awp_ema_and_bf16(tmp_path):
+    out = tmp_path / "dat_awp_ema"
+    cfg = tiny_config(
+        "method.name=dat",
+        "method.eaeg_steps=2",
+        "awp.enabled=true",
+        "averaging.name=ema",
+        "train.precision=bf16",
+        "train.epochs=2",
+    )
+    result = train(cfg, out)
+    assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["eval_model"] and state["method"]["generator"]

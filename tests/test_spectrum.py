@@ -46,8 +46,9 @@ def test_mix_endpoints(images):
     amplitude, phase = decompose(x)
     other = torch.rand_like(amplitude)
     lam = torch.zeros(len(x))
-    torch.testing.assert_close(recompose(mix_amplitude(amplitude, other, lam), phase), x,
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        recompose(mix_amplitude(amplitude, other, lam), phase), x, atol=1e-5, rtol=0
+    )
     assert torch.equal(mix_amplitude(amplitude, other, torch.ones(len(x))), other)
     lam = torch.rand(len(x))
     mixed = mix_amplitude(amplitude, other, lam)

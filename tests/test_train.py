@@ -84,7 +84,8 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, tiny_
     assert last.exists(), proc.stderr.read().decode()
     resumed = subprocess.run(
         [sys.executable, "-m", "phaseguard", "train", "--resume", str(out)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_weights(_weights(out), _weights(tiny_run))

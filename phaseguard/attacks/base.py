@@ -139,9 +139,11 @@ def check_batch(x: Tensor, y: Tensor) -> None:
         raise DataError(
             f"attack labels must be int64 [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}"
         )
-    if x.numel():
+    # The range check reads the tensor on the host: free on the CPU, but a sync per call on an
+    # accelerator, where it would stall every training step; there only shapes are checked.
+    if x.numel() and x.device.type == "cpu":
         lo, hi = torch.aminmax(x.detach())
-        if bool((lo < 0) | (hi > 1)):  # one device sync
+        if bool((lo < 0) | (hi > 1)):
             raise DataError(
                 f"attack inputs must lie in [0, 1], got [{lo.item():.4g}, {hi.item():.4g}]; "
                 "normalisation belongs inside the model"

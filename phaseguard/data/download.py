@@ -106,8 +106,9 @@ def _fetch(url: str, target: Path, md5: str, progress: bool) -> None:
     try:
         with part.open("wb") as file, urllib.request.urlopen(url, timeout=60) as response:
             size = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=size, unit="B", unit_scale=True, desc=target.name,
-                      disable=not progress) as bar:
+            with tqdm(
+                total=size, unit="B", unit_scale=True, desc=target.name, disable=not progress
+            ) as bar:
                 while chunk := response.read(_CHUNK):
                     file.write(chunk)
                     digest.update(chunk)

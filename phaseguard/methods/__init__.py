@@ -25,9 +25,7 @@ def method_class(name: str) -> type[Method]:
     try:
         return _METHODS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown method '{name}' (known: {', '.join(list_methods())})"
-        ) from None
+        raise ConfigError(f"unknown method '{name}' (known: {', '.join(list_methods())})") from None
 
 
 def method_options(section: dict[str, Any]) -> Any:

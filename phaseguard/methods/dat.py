@@ -220,8 +220,10 @@ class DAT(Method):
         weights); the generator descends its negative."""
         net, y = self.ctx.net, batch["y"]
         net.train()
-        stats = contextlib.nullcontext() if self.options.reference_bn_updates else (
-            frozen_bn_statistics(net)
+        stats = (
+            contextlib.nullcontext()
+            if self.options.reference_bn_updates
+            else (frozen_bn_statistics(net))
         )
         frozen = [p for p in net.parameters() if p.requires_grad]
         for p in frozen:

@@ -364,7 +364,8 @@ class Trainer:
             clean = predict_correct(net, x, y, device=self.device)
             robust = predict_correct(net, x, y, attack=attack, device=self.device)
         counts = torch.tensor(
-            [clean.sum().item(), robust.sum().item(), len(y)], dtype=torch.float64,
+            [clean.sum().item(), robust.sum().item(), len(y)],
+            dtype=torch.float64,
             device=self.device,
         )
         c, r, n = all_reduce_sum(counts, self.dist).tolist()

@@ -71,7 +71,9 @@ def read_cifar100(root: Path | None) -> Dataset:
 
 def _read(layout: _Layout, root: Path | None) -> Dataset:
     source = find_dataset(
-        layout.name, root, lambda place: _probe(layout, place),
+        layout.name,
+        root,
+        lambda place: _probe(layout, place),
         f"{layout.archive} or {layout.folder}/",
     )
     files = _members(layout, source)
@@ -137,8 +139,11 @@ def _batch(
     labels = _field(batch, layout.label_key, name, source)
     if isinstance(labels, list) and all(isinstance(v, (int, np.integer)) for v in labels):
         labels = np.array(labels, dtype=np.int64)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
-        data.shape[1] != 3 * 32 * 32
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or (data.shape[1] != 3 * 32 * 32)
     ):
         raise DataError(f"{source}: {name} 'data' must be uint8 [N, 3072], got {describe(data)}")
     if not (
@@ -169,4 +174,3 @@ def _field(batch: dict[str, object], key: str, name: str, source: Path) -> objec
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-

@@ -23,8 +23,16 @@ _FILES = {
     "y_test": ("t10k-labels-idx1-ubyte", 1),
 }
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 FASHION_DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -41,7 +49,10 @@ def read_fashion_mnist(root: Path | None) -> Dataset:
     ``dataset-fashion-mnist``).
     """
     return _read(
-        "fashion-mnist", FASHION_CLASSES, root, defaults=(FASHION_DEBIAN_ROOT,),
+        "fashion-mnist",
+        FASHION_CLASSES,
+        root,
+        defaults=(FASHION_DEBIAN_ROOT,),
         advice="run 'apt-get install dataset-fashion-mnist' or "
         "'phaseguard data download fashion-mnist --root DIR', or pass --root / data.root",
     )
@@ -55,13 +66,22 @@ def _read(
     advice: str | None = None,
 ) -> Dataset:
     files = find_dataset(
-        name, root, _probe, "the 4 IDX files (train-images-idx3-ubyte[.gz], ...)",
-        defaults=defaults, advice=advice,
+        name,
+        root,
+        _probe,
+        "the 4 IDX files (train-images-idx3-ubyte[.gz], ...)",
+        defaults=defaults,
+        advice=advice,
     )
     arrays = {key: read_idx(files[key], ndim) for key, (_, ndim) in _FILES.items()}
     return Dataset.from_numpy(
-        name, arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None],
-        arrays["y_test"], classes, files["x_train"].parent,
+        name,
+        arrays["x_train"][:, None],
+        arrays["y_train"],
+        arrays["x_test"][:, None],
+        arrays["y_test"],
+        classes,
+        files["x_train"].parent,
     )
 
 

@@ -21,7 +21,6 @@ except ImportError:  # numpy < 2
     from numpy.core import multiarray, numeric
 
 
-
 def _latin1_encode(text: str, encoding: str) -> bytes:
     if encoding not in ("latin1", "latin-1"):
         raise DataError(f"refusing to decode bytes pickled with encoding {encoding!r}")
@@ -32,8 +31,10 @@ _ALLOWED = {
     ("_codecs", "encode"): _latin1_encode,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    **{(f"numpy.{core}.multiarray", "_reconstruct"): multiarray._reconstruct
-       for core in ("core", "_core")},
+    **{
+        (f"numpy.{core}.multiarray", "_reconstruct"): multiarray._reconstruct
+        for core in ("core", "_core")
+    },
     **{(f"numpy.{core}.numeric", "_frombuffer"): numeric._frombuffer for core in ("core", "_core")},
 }
 
