@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,15 @@ from ..config import Config, apply_overrides, config_from_dict
 from ..data import BatchLoader, Dataset, load_dataset, split_validation
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import predict_correct
-from ..methods import MethodContext, create_method, method_class, method_options
+from ..methods import (
+    Batch,
+    Method,
+    MethodContext,
+    Metrics,
+    create_method,
+    method_class,
+    method_options,
+)
 from ..models import create_model
 from ..run_dir import RunDir
 from .averaging import WeightAverager
@@ -63,6 +72,38 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
         split_bn=method_class(cfg.method["name"]).wants_split_bn(method_options(cfg.method)),
         **cfg.model.kwargs,
     )
+
+
+def training_step(
+    method: Method,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: str = "fp32",
+    weight_perturbation: Callable[[Batch], contextlib.AbstractContextManager] | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """One iteration of any method: prepare the batch, the classifier's loss, backward and
+    optimiser step (inside AWP's weight perturbation when given), then the method's own update.
+
+    x: un-augmented images [B,C,H,W] in [0,1]; y: int64 [B]. Returns the detached loss and the
+    method's metrics. Benchmarks call this too, so they time exactly what training runs.
+    """
+    device = x.device
+    with autocast(precision, device):
+        batch = method.prepare(x, y)
+    perturbation = weight_perturbation(batch) if weight_perturbation else contextlib.nullcontext()
+    with perturbation:
+        with autocast(precision, device):
+            loss, metrics = method.loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    with autocast(precision, device):
+        metrics.update(method.after_step(batch))
+    return loss.detach(), metrics
 
 
 @dataclass
@@ -288,20 +329,18 @@ class Trainer:
             lr = cfg.optim.lr * lr_factor(cfg.schedule, self.epoch + step / steps, cfg.train.epochs)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            with autocast(cfg.train.precision, self.device):
-                batch = self.method.prepare(x, y)
-            with self._weight_perturbation(batch):
-                with autocast(cfg.train.precision, self.device):
-                    loss, metrics = self.method.loss(self.model, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            with autocast(cfg.train.precision, self.device):
-                metrics.update(self.method.after_step(batch))
+            loss, metrics = training_step(
+                self.method,
+                self.model,
+                self.optimizer,
+                self.scaler,
+                x,
+                y,
+                precision=cfg.train.precision,
+                weight_perturbation=self._weight_perturbation,
+            )
             if self.averager:
                 self.averager.after_step()
-            loss = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()

@@ -1,0 +1,168 @@
+"""Cost of one training iteration of every method, as ratios to PGD-AT-10 measured in the same run.
+
+    python benchmarks/bench_methods.py [--model resnet18] [--batch 128] [--precision fp32]
+                                       [--iters 2] [--repeats 3] [--threads 2]
+
+Every method runs ``phaseguard.train.trainer.training_step`` (exactly what training runs) on the
+same model architecture, the same real Fashion-MNIST images (tiled to 3x32x32 for the CIFAR
+models), batch and precision; methods are interleaved over ``--repeats`` rounds and the median
+seconds per iteration are reported. Attack settings: eps 8/255, step 2/255, 10 steps for
+PGD-AT/TRADES/MART, DAT's EAEG 5 steps (SPEC defaults).
+
+Efficiency: the time an iteration's forward and backward passes need on their own, from the
+pass counts below and a timed forward, input-only backward and training forward+backward of the
+model, divided by the measured time (1.0: no overhead beyond the passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from phaseguard.config import AttackConfig
+from phaseguard.data import load_dataset
+from phaseguard.methods import MethodContext, create_method, method_class, method_options
+from phaseguard.models import create_model
+from phaseguard.train.precision import autocast, make_scaler
+from phaseguard.train.trainer import training_step
+
+K_PGD, K_EAEG = 10, 5
+
+# (label, method section, passes): passes in units of
+#   g: forward without graph; a: attack step (forward with graph + input-only backward);
+#   t: training forward + backward with weight gradients.
+METHODS: list[tuple[str, dict, dict[str, int]]] = [
+    ("standard", {"name": "standard"}, {"t": 1}),
+    ("pgd_at", {"name": "pgd_at"}, {"a": K_PGD, "t": 1}),
+    ("trades", {"name": "trades"}, {"g": 1, "a": K_PGD, "t": 2}),
+    ("mart", {"name": "mart"}, {"a": K_PGD, "t": 2}),
+    # logits for G, 2 x (clean target + K steps), 4 training branches, generator step:
+    # p(x) without graph + x_hat, x_hat' forward and input-only backward
+    ("dat", {"name": "dat"}, {"g": 4, "a": 2 * K_EAEG + 2, "t": 4}),
+    ("dat joint", {"name": "dat", "generator_update": "joint"}, {"g": 3, "a": 2 * K_EAEG, "t": 4}),
+    (
+        "dat ref-bn",
+        {"name": "dat", "reference_bn_updates": True},
+        {"g": 5, "a": 2 * K_EAEG + 2, "t": 4},
+    ),
+]
+
+
+def images(model: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = load_dataset("fashion-mnist")
+    x = ds.x_train[:batch].float() / 255
+    if model != "smallcnn":
+        x = F.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
+    return x, ds.y_train[:batch]
+
+
+def build(model: str, section: dict, x: torch.Tensor, y: torch.Tensor, precision: str):
+    shape = tuple(x.shape[1:])
+    split = method_class(section["name"]).wants_split_bn(method_options(section))
+    torch.manual_seed(0)
+    net = create_model(model, 10, shape[0], split_bn=split)
+    ctx = MethodContext(
+        model=net,
+        net=net,
+        attack=AttackConfig(eps=8 / 255, step=2 / 255, steps=K_PGD),
+        num_classes=10,
+        image_shape=shape,
+        device=torch.device("cpu"),
+        precision=precision,
+    )
+    method = create_method(section, ctx)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scaler = make_scaler(precision, torch.device("cpu"))
+    net.train()
+    return lambda: training_step(method, net, optimizer, scaler, x, y, precision)
+
+
+def timed(fn: Callable[[], object], iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) / iters
+
+
+def unit_passes(model: str, x, y, precision: str, iters: int) -> dict[str, float]:
+    """Seconds of one forward without graph (g), one attack step (a), one training step (t)."""
+    torch.manual_seed(0)
+    net = create_model(model, 10, x.shape[1])
+    params = list(net.parameters())
+
+    def g():
+        net.eval()
+        with torch.no_grad(), autocast(precision, x.device):
+            net(x)
+
+    def a():
+        net.eval()
+        for p in params:
+            p.requires_grad_(False)
+        xi = x.clone().requires_grad_(True)
+        with autocast(precision, x.device):
+            loss = F.cross_entropy(net(xi).float(), y)
+        torch.autograd.grad(loss, xi)
+        for p in params:
+            p.requires_grad_(True)
+
+    def t():
+        net.train()
+        with autocast(precision, x.device):
+            loss = F.cross_entropy(net(x).float(), y)
+        loss.backward()
+
+    out = {}
+    for name, fn in (("g", g), ("a", a), ("t", t)):
+        fn()
+        out[name] = timed(fn, iters * 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--iters", type=int, default=2, help="iterations per timing")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", help="comma-separated labels (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    x, y = images(args.model, args.batch)
+    chosen = [m for m in METHODS if not args.methods or m[0] in args.methods.split(",")]
+    steps = {
+        label: build(args.model, section, x, y, args.precision) for label, section, _ in chosen
+    }
+    for step in steps.values():  # warm-up
+        step()
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(args.repeats):
+        for label, step in steps.items():
+            times[label].append(timed(step, args.iters))
+    units = unit_passes(args.model, x, y, args.precision, args.iters)
+    median = {label: statistics.median(v) for label, v in times.items()}
+    base = median.get("pgd_at")
+    print(
+        f"model {args.model}, batch {args.batch}, {args.precision}, {args.threads} threads; "
+        f"passes: forward {units['g'] * 1e3:.0f} ms, attack step {units['a'] * 1e3:.0f} ms, "
+        f"training fwd+bwd {units['t'] * 1e3:.0f} ms"
+    )
+    print(f"{'method':<12}{'s/iter':>9}{'img/s':>8}{'x PGD-AT':>10}{'passes s':>10}{'effic.':>8}")
+    for label, _, passes in chosen:
+        floor = sum(units[k] * n for k, n in passes.items())
+        ratio = f"{median[label] / base:.2f}" if base else "-"
+        print(
+            f"{label:<12}{median[label]:>9.3f}{args.batch / median[label]:>8.0f}{ratio:>10}"
+            f"{floor:>10.3f}{floor / median[label]:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
