@@ -82,10 +82,6 @@ class Method:
         """Called after the classifier's optimiser step; returns extra detached metrics."""
         return {}
 
-    def modules(self) -> dict[str, nn.Module]:
-        """Trainable modules the method owns besides the classifier (moved to the device)."""
-        return {}
-
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -254,9 +254,6 @@ class DAT(Method):
         return metrics
 
     # -- state ------------------------------------------------------------------------------
-    def modules(self) -> dict[str, nn.Module]:
-        return {"generator": self.generator}
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),

@@ -168,8 +168,6 @@ class Trainer:
             distributed=self.dist.enabled,
         )
         self.method = create_method(cfg.method, ctx)
-        for module in self.method.modules().values():
-            module.to(self.device)
         o = cfg.optim
         self.optimizer = torch.optim.SGD(
             self.net.parameters(),
