@@ -29,13 +29,16 @@ def _clean_and_adv_logits(model: nn.Module, batch: Batch) -> tuple[torch.Tensor,
     return model(batch["x"]).float(), model(batch["x_adv"]).float()
 
 
-class _PGDExamples(Method):
-    """Shared ``prepare``: PGD adversarial examples on the bare net (eval mode)."""
+class _AdversarialExamples(Method):
+    """Shared ``prepare``: adversarial examples of ``attack_class`` on the bare net (eval mode),
+    with the config's attack settings."""
+
+    attack_class: type[PGD] = PGD
 
     def __init__(self, ctx, options) -> None:
         super().__init__(ctx, options)
         a = ctx.attack
-        self.attack = PGD(ctx.net, eps=a.eps, step=a.step, steps=a.steps, norm=a.norm)
+        self.attack = self.attack_class(ctx.net, eps=a.eps, step=a.step, steps=a.steps, norm=a.norm)
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
         batch = super().prepare(x, y)
@@ -44,7 +47,7 @@ class _PGDExamples(Method):
 
 
 @register_method
-class PGDAT(_PGDExamples):
+class PGDAT(_AdversarialExamples):
     """Madry et al. (2018): cross-entropy on PGD adversarial examples only."""
 
     name = "pgd_at"
@@ -60,21 +63,12 @@ class TradesOptions:
 
 
 @register_method
-class TRADES(Method):
+class TRADES(_AdversarialExamples):
     """Zhang et al. (2019): CE(f(x), y) + beta * KL(p(x) || p(x')), x' from the KL attack."""
 
     name = "trades"
     Options = TradesOptions
-
-    def __init__(self, ctx, options: TradesOptions) -> None:
-        super().__init__(ctx, options)
-        a = ctx.attack
-        self.attack = TradesKL(ctx.net, eps=a.eps, step=a.step, steps=a.steps, norm=a.norm)
-
-    def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
-        batch = super().prepare(x, y)
-        batch["x_adv"] = self.attack(batch["x"], y)
-        return batch
+    attack_class = TradesKL
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         y = batch["y"]
@@ -89,7 +83,7 @@ class MartOptions:
 
 
 @register_method
-class MART(_PGDExamples):
+class MART(_AdversarialExamples):
     """Wang et al. (2020): boosted CE on x' + beta * KL(p(x)||p(x')) weighted by 1 - p_y(x)."""
 
     name = "mart"
