@@ -20,35 +20,44 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phaseguard.attacks import PGD
+from phaseguard.config import load_config
 from phaseguard.data import load_dataset
+from phaseguard.loading import load_model
 from phaseguard.models import create_model
+from phaseguard.train import train
 
 Attack = Callable[[Tensor, Tensor], Tensor]
 
 
 def fashion_mnist_smallcnn(n: int) -> tuple[nn.Module, Tensor, Tensor]:
-    """smallcnn trained 2 epochs on 2000 training images; the first n test images in [0, 1]."""
-    torch.manual_seed(0)
+    """smallcnn trained (phaseguard's trainer, clean CE) 2 epochs on 2000 Fashion-MNIST
+    images; the first n test images in [0, 1]."""
+    cfg = load_config(
+        None,
+        [
+            "data.train_size=2000",
+            "model.name=smallcnn",
+            "method.name=standard",
+            "schedule.name=onecycle",
+            "train.epochs=2",
+            "train.progress=false",
+        ],
+    )
+    with tempfile.TemporaryDirectory() as run:
+        train(cfg, run)
+        model = load_model(run, "last").model
     data = load_dataset("fashion-mnist")
-    x, y = data.x_train[:2000].float() / 255, data.y_train[:2000]
-    model = create_model("smallcnn", 10, 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(2):
-        for idx in torch.randperm(len(y)).split(32):
-            optimizer.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            optimizer.step()
-    return model.eval(), data.x_test[:n].float() / 255, data.y_test[:n]
+    return model, data.x_test[:n].float() / 255, data.y_test[:n]
 
 
 def _package_dir(name: str) -> Path:
