@@ -37,8 +37,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    import torch
-
     from .data import load_dataset
     from .evaluate import evaluate
     from .loading import load_model
@@ -54,7 +52,6 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     norm = args.norm or cfg.attack.norm
     run_dir = Path(args.target) if Path(args.target).is_dir() else None
     out = Path(args.out) if args.out else (run_dir or loaded.source.parent) / "eval.json"
-    torch.set_grad_enabled(True)
     report = evaluate(
         loaded.model,
         data.x_test[:n],

@@ -235,16 +235,21 @@ def test_lean_generator_step_has_the_reference_gradient(batch):
     import torch.nn.functional as F
 
     def kl(p_logits, q_logits):  # KL(softmax p || softmax q), batch mean
-        return F.kl_div(q_logits.log_softmax(1), p_logits.log_softmax(1), reduction="batchmean",
-                        log_target=True)
+        return F.kl_div(
+            q_logits.log_softmax(1), p_logits.log_softmax(1), reduction="batchmean", log_target=True
+        )
 
     y = b["y"]
     net.train()
     f_x, f_xa = net(b["x"]), net(b["x_adv"])
     with bn_branch(net, "aux"):
         f_h, f_ha = net(b["x_hat"]), net(b["x_hat_adv"])
-    l_at = (F.cross_entropy(f_x, y, label_smoothing=0.5) + 15 * kl(f_x, f_xa)
-            + F.cross_entropy(f_h, y, label_smoothing=0.5) + 15 * kl(f_h, f_ha)) / 2
+    l_at = (
+        F.cross_entropy(f_x, y, label_smoothing=0.5)
+        + 15 * kl(f_x, f_xa)
+        + F.cross_entropy(f_h, y, label_smoothing=0.5)
+        + 15 * kl(f_h, f_ha)
+    ) / 2
     p, q = f_x.softmax(1), f_h.softmax(1)
     m = ((p + q) / 2).clamp(1e-7, 1)
     js = ((p * (p / m).log()).sum(1) + (q * (q / m).log()).sum(1)).mean() / 2

@@ -12,7 +12,7 @@ parameters and gets its modes back afterwards (see :mod:`phaseguard.attacks.base
 """
 
 from phaseguard.attacks.autoattack import run_autoattack
-from phaseguard.attacks.base import Attack, attack_mode
+from phaseguard.attacks.base import Attack, attack_mode, frozen_parameters
 from phaseguard.attacks.cw import CW
 from phaseguard.attacks.fgsm import FGSM
 from phaseguard.attacks.pgd import PGD
@@ -27,6 +27,7 @@ __all__ = [
     "TradesKL",
     "attack_mode",
     "build_attack",
+    "frozen_parameters",
     "list_attacks",
     "run_autoattack",
 ]

@@ -35,6 +35,20 @@ Objective = Callable[[Tensor], Tensor]
 
 
 @contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters that require grad stop requiring it inside, and require it again on exit
+    (exceptions included): gradients reach the inputs only. ``.grad`` fields are not touched."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+@contextmanager
 def attack_mode(model: nn.Module) -> Iterator[None]:
     """Run the enclosed code with ``model`` in eval mode, frozen parameters and grad enabled.
 
@@ -44,16 +58,11 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
     parameter that required grad requires it again. ``.grad`` fields are not touched.
     """
     modes = [(m, m.training) for m in model.modules()]
-    frozen = [p for p in model.parameters() if p.requires_grad]
     try:
         model.eval()
-        for p in frozen:
-            p.requires_grad_(False)
-        with torch.inference_mode(False), torch.enable_grad():
+        with frozen_parameters(model), torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
-        for p in frozen:
-            p.requires_grad_(True)
         for m, training in modes:
             m.training = training
 

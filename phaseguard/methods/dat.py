@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..attacks import TradesKL
+from ..attacks import TradesKL, frozen_parameters
 from ..errors import ConfigError
 from ..generator import AmplitudeGenerator
 from ..models import bn_branch
@@ -225,19 +225,12 @@ class DAT(Method):
             if self.options.reference_bn_updates
             else (frozen_bn_statistics(net))
         )
-        frozen = [p for p in net.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            with stats:
-                with torch.no_grad():
-                    clean = net(batch["x"]).float()
-                    if self.options.reference_bn_updates:
-                        net(batch["x_adv"])  # the reference's extra BN update of the x' branch
-                mixed, _, _ = self._mixed_terms(net, batch["x_hat"], batch["x_hat_adv"], y, clean)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
+        with stats, frozen_parameters(net):
+            with torch.no_grad():
+                clean = net(batch["x"]).float()
+                if self.options.reference_bn_updates:
+                    net(batch["x_adv"])  # the reference's extra BN update of the x' branch
+            mixed, _, _ = self._mixed_terms(net, batch["x_hat"], batch["x_hat_adv"], y, clean)
         return mixed
 
     def after_step(self, batch: Batch) -> Metrics:
