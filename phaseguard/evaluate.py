@@ -25,6 +25,11 @@ from .errors import ConfigError
 AUTOATTACK = "aa"
 
 
+def as_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images become float32 in [0, 1]; float images are returned as float32."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
 def predict_correct(
     model: nn.Module,
     x: torch.Tensor,
@@ -44,7 +49,7 @@ def predict_correct(
     try:
         for start in range(0, len(y), batch_size):
             xb = x[start : start + batch_size].to(device)
-            xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+            xb = as_unit_float(xb)
             yb = y[start : start + batch_size].to(device)
             if attack is not None:
                 xb = attack(xb, yb)
@@ -195,7 +200,7 @@ def _sanity_checks(
             )
         )
     first = x[:batch_size].to(device)
-    first = first.float().div_(255) if first.dtype == torch.uint8 else first.float()
+    first = as_unit_float(first)
     frac = _zero_gradient_fraction(model, first, y[:batch_size].to(device))
     checks.append(
         SanityCheck(
@@ -243,7 +248,7 @@ def evaluate(
         if name == "natural":
             ok = predict_correct(model, x, y, batch_size=batch_size, device=device)
         elif name == AUTOATTACK:
-            xf = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+            xf = as_unit_float(x)
             ok = run_autoattack(
                 model,
                 xf,
