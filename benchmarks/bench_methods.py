@@ -1,7 +1,7 @@
 """Cost of one training iteration of every method, as ratios to PGD-AT-10 measured in the same run.
 
-    python benchmarks/bench_methods.py [--model resnet18] [--batch 128] [--precision fp32]
-                                       [--iters 2] [--repeats 3] [--threads 2]
+    python -m benchmarks.bench_methods [--model resnet18] [--batch 128] [--precision fp32]
+                                       [--iters 2] [--repeats 3] [--threads 2] [--device cpu]
 
 Every method runs ``phaseguard.train.trainer.training_step`` (exactly what training runs) on the
 same model architecture, the same real Fashion-MNIST images (tiled to 3x32x32 for the CIFAR
@@ -12,24 +12,22 @@ PGD-AT/TRADES/MART, DAT's EAEG 5 steps (SPEC defaults).
 Efficiency: the time an iteration's forward and backward passes need on their own, from the
 pass counts below and a timed forward, input-only backward and training forward+backward of the
 model, divided by the measured time (1.0: no overhead beyond the passes).
+
+Peak memory: what one iteration allocates above the resting state (weights, gradients,
+optimiser state), measured in a separate untimed iteration (``benchmarks.common.peak_memory_mb``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from phaseguard.config import AttackConfig
-from phaseguard.data import load_dataset
-from phaseguard.methods import MethodContext, create_method, method_class, method_options
+from benchmarks.common import images, method_step, peak_memory_mb, timed
 from phaseguard.models import create_model
-from phaseguard.train.precision import autocast, make_scaler
-from phaseguard.train.trainer import training_step
+from phaseguard.train.precision import autocast
 
 K_PGD, K_EAEG = 10, 5
 
@@ -53,46 +51,10 @@ METHODS: list[tuple[str, dict, dict[str, int]]] = [
 ]
 
 
-def images(model: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = load_dataset("fashion-mnist")
-    x = ds.x_train[:batch].float() / 255
-    if model != "smallcnn":
-        x = F.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
-    return x, ds.y_train[:batch]
-
-
-def build(model: str, section: dict, x: torch.Tensor, y: torch.Tensor, precision: str):
-    shape = tuple(x.shape[1:])
-    split = method_class(section["name"]).wants_split_bn(method_options(section))
-    torch.manual_seed(0)
-    net = create_model(model, 10, shape[0], split_bn=split)
-    ctx = MethodContext(
-        model=net,
-        net=net,
-        attack=AttackConfig(eps=8 / 255, step=2 / 255, steps=K_PGD),
-        num_classes=10,
-        image_shape=shape,
-        device=torch.device("cpu"),
-        precision=precision,
-    )
-    method = create_method(section, ctx)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    scaler = make_scaler(precision, torch.device("cpu"))
-    net.train()
-    return lambda: training_step(method, net, optimizer, scaler, x, y, precision)
-
-
-def timed(fn: Callable[[], object], iters: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
-
-
 def unit_passes(model: str, x, y, precision: str, iters: int) -> dict[str, float]:
     """Seconds of one forward without graph (g), one attack step (a), one training step (t)."""
     torch.manual_seed(0)
-    net = create_model(model, 10, x.shape[1])
+    net = create_model(model, 10, x.shape[1]).to(x.device)
     params = list(net.parameters())
 
     def g():
@@ -120,7 +82,7 @@ def unit_passes(model: str, x, y, precision: str, iters: int) -> dict[str, float
     out = {}
     for name, fn in (("g", g), ("a", a), ("t", t)):
         fn()
-        out[name] = timed(fn, iters * 3)
+        out[name] = timed(fn, iters * 3, x.device)
     return out
 
 
@@ -133,34 +95,42 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", help="comma-separated labels (default: all)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    x, y = images(args.model, args.batch)
+    device = torch.device(args.device)
+    x, y = images(args.model, args.batch, device)
     chosen = [m for m in METHODS if not args.methods or m[0] in args.methods.split(",")]
     steps = {
-        label: build(args.model, section, x, y, args.precision) for label, section, _ in chosen
+        label: method_step(args.model, section, x, y, args.precision)
+        for label, section, _ in chosen
     }
     for step in steps.values():  # warm-up
         step()
     times: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(args.repeats):
         for label, step in steps.items():
-            times[label].append(timed(step, args.iters))
+            times[label].append(timed(step, args.iters, device))
+    peak = {label: peak_memory_mb(step, device) for label, step in steps.items()}
     units = unit_passes(args.model, x, y, args.precision, args.iters)
     median = {label: statistics.median(v) for label, v in times.items()}
     base = median.get("pgd_at")
     print(
-        f"model {args.model}, batch {args.batch}, {args.precision}, {args.threads} threads; "
+        f"model {args.model}, batch {args.batch}, {args.precision}, {device}, "
+        f"{args.threads} threads; "
         f"passes: forward {units['g'] * 1e3:.0f} ms, attack step {units['a'] * 1e3:.0f} ms, "
         f"training fwd+bwd {units['t'] * 1e3:.0f} ms"
     )
-    print(f"{'method':<12}{'s/iter':>9}{'img/s':>8}{'x PGD-AT':>10}{'passes s':>10}{'effic.':>8}")
+    print(
+        f"{'method':<12}{'s/iter':>9}{'img/s':>8}{'x PGD-AT':>10}{'passes s':>10}{'effic.':>8}"
+        f"{'peak MiB':>10}"
+    )
     for label, _, passes in chosen:
         floor = sum(units[k] * n for k, n in passes.items())
         ratio = f"{median[label] / base:.2f}" if base else "-"
         print(
             f"{label:<12}{median[label]:>9.3f}{args.batch / median[label]:>8.0f}{ratio:>10}"
-            f"{floor:>10.3f}{floor / median[label]:>8.2f}"
+            f"{floor:>10.3f}{floor / median[label]:>8.2f}{peak[label]:>10.0f}"
         )
 
 

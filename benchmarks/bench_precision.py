@@ -4,9 +4,11 @@ from numbers.
 
     python -m benchmarks.bench_precision [--model smallcnn] [--method pgd_at] [--batch 128]
                                           [--iters 3] [--repeats 3] [--threads 2] [--compile]
+                                          [--device cpu]
 
 Each variant runs ``training_step`` of the method on the same real images; the table gives the
-median seconds per iteration and the speed-up over fp32 NCHW.
+median seconds per iteration, the speed-up over fp32 NCHW, the first call's seconds (for
+compiled variants: compilation) and the peak memory of one iteration.
 """
 
 from __future__ import annotations
@@ -17,39 +19,7 @@ import time
 
 import torch
 
-from benchmarks.bench_methods import images
-from phaseguard.config import AttackConfig
-from phaseguard.methods import MethodContext, create_method, method_class, method_options
-from phaseguard.models import create_model
-from phaseguard.train.precision import make_scaler
-from phaseguard.train.trainer import training_step
-
-
-def variant(
-    model_name: str, method: str, x, y, precision: str, channels_last: bool, compiled: bool
-):
-    section = {"name": method}
-    split = method_class(method).wants_split_bn(method_options(section))
-    torch.manual_seed(0)
-    net = create_model(model_name, 10, x.shape[1], split_bn=split)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    model = torch.compile(net) if compiled else net
-    ctx = MethodContext(
-        model=model,
-        net=net,
-        attack=AttackConfig(eps=8 / 255, step=2 / 255, steps=10),
-        num_classes=10,
-        image_shape=tuple(x.shape[1:]),
-        device=torch.device("cpu"),
-        precision=precision,
-    )
-    m = create_method(section, ctx)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    scaler = make_scaler(precision, torch.device("cpu"))
-    net.train()
-    return lambda: training_step(m, model, optimizer, scaler, x, y, precision)
+from benchmarks.common import images, method_step, peak_memory_mb, synchronize, timed
 
 
 def main() -> None:
@@ -61,32 +31,43 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile variants")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    x, y = images(args.model, args.batch)
+    device = torch.device(args.device)
+    x, y = images(args.model, args.batch, device)
     names = [
         (p, cl, c)
         for c in ([False, True] if args.compile else [False])
         for p in ("fp32", "bf16")
         for cl in (False, True)
     ]
-    steps = {n: variant(args.model, args.method, x, y, *n) for n in names}
-    for step in steps.values():  # warm-up (and compilation)
+    steps = {n: method_step(args.model, {"name": args.method}, x, y, *n) for n in names}
+    first: dict[tuple, float] = {}
+    for n, step in steps.items():  # warm-up (and compilation)
+        synchronize(device)
+        start = time.perf_counter()
         step()
+        synchronize(device)
+        first[n] = time.perf_counter() - start
     times: dict[tuple, list[float]] = {n: [] for n in names}
     for _ in range(args.repeats):
         for n, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.iters):
-                step()
-            times[n].append((time.perf_counter() - start) / args.iters)
+            times[n].append(timed(step, args.iters, device))
+    peak = {n: peak_memory_mb(step, device) for n, step in steps.items()}
     base = statistics.median(times[names[0]])
-    print(f"{args.method}, {args.model}, batch {args.batch}, {args.threads} threads")
-    print(f"{'precision':<10}{'layout':<15}{'compile':<9}{'s/iter':>8}{'speed-up':>10}")
+    print(f"{args.method}, {args.model}, batch {args.batch}, {device}, {args.threads} threads")
+    print(
+        f"{'precision':<10}{'layout':<15}{'compile':<9}{'s/iter':>8}{'speed-up':>10}"
+        f"{'first s':>9}{'peak MiB':>10}"
+    )
     for (p, cl, c), values in times.items():
         t = statistics.median(values)
         layout = "channels_last" if cl else "NCHW"
-        print(f"{p:<10}{layout:<15}{'yes' if c else 'no':<9}{t:>8.3f}{base / t:>10.2f}")
+        print(
+            f"{p:<10}{layout:<15}{'yes' if c else 'no':<9}{t:>8.3f}{base / t:>10.2f}"
+            f"{first[(p, cl, c)]:>9.1f}{peak[(p, cl, c)]:>10.0f}"
+        )
 
 
 if __name__ == "__main__":

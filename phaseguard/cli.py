@@ -1,4 +1,4 @@
-"""The ``phaseguard`` command: train, eval, report, data, export, list.
+"""The ``phaseguard`` command: train, eval, analyze, report, data, export, list.
 
 Every error a user can cause is printed as one line (``phaseguard: error: ...``) with exit
 status 2; nothing already written is lost.
@@ -37,52 +37,75 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .evaluate import evaluate
-    from .loading import load_model
-    from .train.trainer import resolve_device
+    from .runs import evaluate_run
 
-    device = resolve_device(args.device)
-    loaded = load_model(args.target, which=args.which, device=device)
-    cfg = loaded.config
-    attacks = args.attacks.split(",") if args.attacks else cfg.eval.attacks
-    data = load_dataset(cfg.data.name, args.data_root or cfg.data.root)
-    n = min(args.n or cfg.eval.n, len(data.y_test))
-    eps = cfg.attack.eps if args.eps is None else args.eps
-    norm = args.norm or cfg.attack.norm
-    run_dir = Path(args.target) if Path(args.target).is_dir() else None
-    out = Path(args.out) if args.out else (run_dir or loaded.source.parent) / "eval.json"
-    report = evaluate(
-        loaded.model,
-        data.x_test[:n],
-        data.y_test[:n],
-        attacks,
-        eps=eps,
-        norm=norm,
-        batch_size=args.batch_size or cfg.eval.batch_size,
-        device=device,
+    report, out = evaluate_run(
+        args.target,
+        attacks=args.attacks.split(",") if args.attacks else None,
+        n=args.n,
+        eps=args.eps,
+        norm=args.norm,
+        batch_size=args.batch_size,
+        which=args.which,
+        data_root=args.data_root,
+        device=args.device,
         seed=args.seed,
-        aa_state=out.with_suffix(".aa_state.json"),
         aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None,
-        info={
-            "source": str(loaded.source),
-            "epoch": loaded.epoch,
-            "architecture": cfg.model.name,
-            "dataset": cfg.data.name,
-            "method": cfg.method["name"],
-        },
+        out=args.out,
         log=lambda line: print(line, file=sys.stderr),
     )
-    report.write(out)
     print(report.table())
+    print(f"wrote {out}")
+
+
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from .runs import analyze_run
+
+    result, out = analyze_run(
+        args.target,
+        n=args.n,
+        eps=args.eps,
+        norm=args.norm,
+        attack=args.attack,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        which=args.which,
+        data_root=args.data_root,
+        device=args.device,
+        out=args.out,
+    )
+    print(result.table())
     print(f"wrote {out}")
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from .report import write_report
+    from .train.trainer import resolve_device
 
-    out = write_report([Path(p) for p in args.runs], Path(args.out) if args.out else None)
+    out = write_report(
+        [Path(p) for p in args.runs],
+        Path(args.out) if args.out else None,
+        eps_curve=not args.no_eps_curve,
+        eps_n=args.eps_n,
+        device=resolve_device(args.device),
+        log=lambda line: print(line, file=sys.stderr),
+    )
     print(f"wrote {out}")
+
+
+def _cmd_study(args: argparse.Namespace) -> None:
+    from .study import load_study, resolve_study, run_study
+
+    if args.study and "=" in args.study and not Path(args.study).is_file():
+        args.study, args.overrides = None, [args.study, *args.overrides]  # --preset x a.b=1
+    spec = load_study(resolve_study(args.study, args.preset), args.overrides)
+    if args.dry_run:
+        for run in spec.runs:
+            print(f"{run.label}: {run.config} {' '.join(run.overrides)}")
+        return
+    summary = run_study(spec, args.out, log=lambda line: print(line, file=sys.stderr))
+    print((Path(args.out) / "summary.md").read_text(), end="")
+    print(f"wrote {args.out}/study.json, summary.md, study.png ({summary['total_seconds']:.0f} s)")
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
@@ -157,10 +180,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file (default: RUN_DIR/eval.json)")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser(
+        "analyze", help="phase reliance: accuracy on cross-class amplitude/phase hybrids"
+    )
+    p.add_argument("target", help="run folder, .pt checkpoint or .safetensors export")
+    p.add_argument("--n", type=int, default=1000, help="use the first n test images (1000)")
+    p.add_argument("--eps", type=float, help="perturbation budget (default: the run's)")
+    p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
+    p.add_argument("--attack", default="pgd20", help="attack for the robust columns (pgd20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pairs and the attack")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--data-root", help="where the test set lies (default: the run's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="JSON file (default: RUN_DIR/analysis.json)")
+    p.set_defaults(func=_cmd_analyze)
+
     p = sub.add_parser("report", help="HTML report of one run or a comparison of runs")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="HTML file (default: report.html in the first run folder)")
+    p.add_argument(
+        "--eps-n",
+        type=int,
+        default=500,
+        help="test images of the robust-accuracy-against-eps curve (500)",
+    )
+    p.add_argument(
+        "--no-eps-curve",
+        action="store_true",
+        help="skip that curve (PGD-20 at 0-1.5 x the run's eps, cached in RUN_DIR/eps_curve.json)",
+    )
+    p.add_argument("--device", default="auto", help="device of the attacks and the DAT figure")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "study", help="the paper's comparison: every method x seed + DAT ablations, resumable"
+    )
+    p.add_argument("study", nargs="?", help="study file (see configs/study/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
+    p.add_argument("--preset", help="configs/study/PRESET.yaml: small (this CPU) or full")
+    p.add_argument("--out", required=True, help="study folder (run again to continue it)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("data", help="datasets: download, info, list")
     p.add_argument("action", choices=["download", "info", "list"])
@@ -186,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may follow options (``train CONFIG --out DIR a.b=1``): collect them.
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    if stray or (extra and args.command != "train"):
+    if stray or (extra and args.command not in ("train", "study")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = args.overrides + extra

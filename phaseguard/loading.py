@@ -56,7 +56,8 @@ def _build(config_yaml: str, meta: ModelMeta, source: Path) -> tuple[nn.Module, 
     return build_model(cfg, meta.num_classes, meta.image_shape[0]), cfg
 
 
-def _load_state(model: nn.Module, state: dict, source: Path) -> None:
+def load_weights(model: nn.Module, state: dict, source: Path) -> None:
+    """``model.load_state_dict(state)``; a mismatch is one CheckpointError line naming source."""
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -91,7 +92,7 @@ def load_model(
         model, cfg = _build(ckpt["config"], meta, source)
         state = ckpt.get("eval_model") or ckpt["model"]  # averaged weights when averaging
         epoch = int(ckpt["epoch"])
-    _load_state(model, state, source)
+    load_weights(model, state, source)
     return LoadedModel(model.to(device).eval(), cfg, meta, source, epoch)
 
 

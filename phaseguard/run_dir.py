@@ -7,6 +7,8 @@
     RUN_DIR/tensorboard/       the same scalars for TensorBoard
     RUN_DIR/checkpoints/last.pt, best.pt   full training state (best = highest validation PGD)
     RUN_DIR/eval.json          written by ``phaseguard eval``
+    RUN_DIR/analysis.json      written by ``phaseguard analyze`` (phase reliance)
+    RUN_DIR/eps_curve.json     cached by ``phaseguard report`` (PGD-20 accuracy against eps)
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class RunDir:
     @property
     def eval_json(self) -> Path:
         return self.root / "eval.json"
+
+    @property
+    def analysis_json(self) -> Path:
+        return self.root / "analysis.json"
+
+    @property
+    def eps_curve_json(self) -> Path:
+        return self.root / "eps_curve.json"
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint("last").is_file()

@@ -69,10 +69,11 @@ def test_export_to_safetensors_gives_the_same_model(tiny_run, tmp_path):
 
 def test_report_renders_from_a_real_run(tiny_run, tmp_path):
     out = tmp_path / "report.html"
-    proc = phaseguard("report", tiny_run, "--out", out)
+    proc = phaseguard("report", tiny_run, "--out", out, "--no-eps-curve")
     assert proc.returncode == 0, proc.stderr
     page = out.read_text()
     assert "training curves" in page and (tmp_path / "report_curves.png").stat().st_size > 1000
+    assert not (tiny_run / "eps_curve.json").exists()  # the shared run folder stays unchanged
 
 
 def test_data_info_and_list():

@@ -8,6 +8,7 @@ import torch
 from phaseguard.config import AttackConfig
 from phaseguard.data import load_dataset, random_crop_flip
 from phaseguard.methods import MethodContext, create_method
+from phaseguard.methods.adversarial import kl_div
 from phaseguard.methods.dat import js_divergence
 from phaseguard.models import SplitBatchNorm, bn_branch, create_model, has_split_bn, list_models
 
@@ -23,7 +24,7 @@ def batch():
 def make_dat(seed: int = 0, augment: bool = True, **options):
     torch.manual_seed(seed)
     section = {"name": "dat", **options}
-    split = section.get("split_bn", True)
+    split = section.get("split_bn", True) and section.get("mixed_branch", True)
     net = create_model("smallcnn", 10, 1, split_bn=split, width=8)
     g = torch.Generator().manual_seed(seed)
     ctx = MethodContext(
@@ -162,6 +163,21 @@ def test_no_mixup_uses_x_as_x_hat_and_never_calls_the_generator(batch):
     assert torch.equal(b["x_hat"], b["x"])
     assert method.after_step(b) == {}
     assert all(torch.equal(v, state[k]) for k, v in method.generator.state_dict().items())
+
+
+def test_eaeg_only_is_l_at_of_x_and_x_adv_alone(batch):
+    method, net = make_dat(mixed_branch=False, split_bn=True)
+    assert not type(method).wants_split_bn(method.options)  # no x_hat: nothing for an aux BN
+    b = run_prepare(method, batch)
+    assert "x_hat" not in b and "x_hat_adv" not in b
+    net.train()
+    loss, metrics = method.loss(net, b)
+    net.train()
+    logits, logits_adv = net(b["x"]).float(), net(b["x_adv"]).float()
+    ce = torch.nn.functional.cross_entropy(logits, b["y"], label_smoothing=0.5)
+    kl = kl_div(logits, logits_adv).mean()
+    assert loss.item() == pytest.approx((ce + 15.0 * kl).item(), rel=1e-5)
+    assert set(metrics) == {"acc", "acc_adv"} and method.after_step(b) == {}
 
 
 def test_no_split_bn_model_has_plain_bn_and_both_views_use_it(batch):

@@ -63,6 +63,7 @@ class DATOptions:
     generator_update: Literal["sequential", "joint"] = "sequential"
     reference_bn_updates: bool = False  # generator step updates BN running stats as reference
     # the paper's ablations
+    mixed_branch: bool = True  # False: "EAEG only": L_AT(x, x') alone, no x_hat branch
     js: bool = True  # False: no JS term
     mixup: bool = True  # False: x_hat = x (no amplitude mix-up, no generator)
     split_bn: bool = True  # False: x_hat and x_hat' share the main BN branch
@@ -115,12 +116,12 @@ class DAT(Method):
 
     @classmethod
     def wants_split_bn(cls, options: DATOptions) -> bool:
-        return options.split_bn
+        return options.split_bn and options.mixed_branch
 
     def __init__(self, ctx: MethodContext, options: DATOptions) -> None:
         super().__init__(ctx, options)
         o, a = options, ctx.attack
-        self.aux = "aux" if o.split_bn else "main"
+        self.aux = "aux" if self.wants_split_bn(o) else "main"
         self.eaeg = TradesKL(
             ctx.net,
             eps=a.eps if o.eaeg_eps is None else o.eaeg_eps,
@@ -131,7 +132,7 @@ class DAT(Method):
             label_smoothing=o.label_smoothing,
             norm=a.norm,
         )
-        self.uses_generator = o.mixup and o.amplitude == "generator"
+        self.uses_generator = o.mixed_branch and o.mixup and o.amplitude == "generator"
         if o.generator_update == "joint" and ctx.precision == "fp16":
             # the joint backward would scale G's gradients with the classifier's grad scaler
             raise ConfigError("method.generator_update=joint needs fp32 or bf16, not fp16")
@@ -165,21 +166,53 @@ class DAT(Method):
         z = torch.randn(len(x_raw), self.options.z_dim, device=x_raw.device)
         return self.generator_model(z, logits)
 
+    def views(self, x_raw: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """The amplitude mix-up of the raw images x_raw [B,C,H,W] in [0,1], step by step
+        (SPEC section 3); what :meth:`mixed_view` and the report's DAT figure show.
+
+        Returns ``amplitude`` |F(x_raw)|, fftshift-ed, and ``phase`` angle(F(x_raw)), unshifted
+        (float32 [B,C,H,W], :func:`~phaseguard.spectrum.decompose`); ``distractor`` A_G, float32
+        [B,C,H,W] in (0,1): the generator's on the logits of x_raw (uniform noise with
+        ``amplitude: random``); ``lam`` [B] in [0, mix_max); ``x_hat`` [B,C,H,W] in [0,1]:
+        ``recompose(lam * A_G + (1 - lam) * amplitude, phase)``, augmented, graph to the
+        generator kept. With labels y (int64 [B]) also ``x_hat_adv``: :meth:`attack_mixed`.
+        Draws lam, then the generator's noise, from the global torch generator.
+        """
+        amplitude, phase = decompose(x_raw)
+        lam = torch.rand(len(x_raw), device=x_raw.device) * self.options.mix_max
+        distractor = self._distractor_amplitude(x_raw).float()
+        mixed = mix_amplitude(amplitude, distractor, lam)
+        x_hat = self.ctx.augment(recompose(mixed, phase).to(x_raw.dtype))
+        out = {
+            "amplitude": amplitude,
+            "phase": phase,
+            "distractor": distractor,
+            "lam": lam,
+            "x_hat": x_hat,
+        }
+        if y is not None:
+            out["x_hat_adv"] = self.attack_mixed(x_hat, y)
+        return out
+
     def mixed_view(self, x_raw: Tensor) -> Tensor:
         """x_hat: the raw image's phase with its amplitude mixed with a distractor, augmented
         after recombination (SPEC section 3). Keeps the graph to the generator."""
-        amplitude, phase = decompose(x_raw)
-        lam = torch.rand(len(x_raw), device=x_raw.device) * self.options.mix_max
-        mixed = mix_amplitude(amplitude, self._distractor_amplitude(x_raw).float(), lam)
-        return self.ctx.augment(recompose(mixed, phase).to(x_raw.dtype))
+        return self.views(x_raw)["x_hat"]
+
+    def attack_mixed(self, x_hat: Tensor, y: Tensor) -> Tensor:
+        """x_hat' = EAEG(x_hat) on the auxiliary BN branch: x_hat [B,C,H,W] in [0,1], y int64
+        [B] -> [B,C,H,W] in [0,1] within the EAEG ball around x_hat, projected around the
+        caller's x_hat so that a loss on it reaches the generator."""
+        with bn_branch(self.ctx.net, self.aux):
+            return self.eaeg(x_hat, y, keep_graph_to_input=self.uses_generator)
 
     def prepare(self, x: Tensor, y: Tensor) -> Batch:
         batch = super().prepare(x, y)
         batch["x_adv"] = self.eaeg(batch["x"], y)
+        if not self.options.mixed_branch:
+            return batch
         x_hat = self.mixed_view(x) if self.options.mixup else batch["x"]
-        with bn_branch(self.ctx.net, self.aux):
-            x_hat_adv = self.eaeg(x_hat, y, keep_graph_to_input=self.uses_generator)
-        batch["x_hat"], batch["x_hat_adv"] = x_hat, x_hat_adv
+        batch["x_hat"], batch["x_hat_adv"] = x_hat, self.attack_mixed(x_hat, y)
         return batch
 
     # -- losses -----------------------------------------------------------------------------
@@ -200,6 +233,10 @@ class DAT(Method):
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
         y = batch["y"]
+        if not self.options.mixed_branch:
+            logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
+            loss = self._l_at(logits, logits_adv, y)
+            return loss, {"acc": accuracy(logits, y), "acc_adv": accuracy(logits_adv, y)}
         x_hat, x_hat_adv = batch["x_hat"], batch["x_hat_adv"]
         if self.options.generator_update == "joint" and self.uses_generator:
             x_hat, x_hat_adv = _ReverseGrad.apply(x_hat), _ReverseGrad.apply(x_hat_adv)

@@ -1,0 +1,104 @@
+"""What the benchmark scripts share: real images, one method's training step, timing, memory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from phaseguard.config import AttackConfig
+from phaseguard.data import load_dataset
+from phaseguard.methods import MethodContext, create_method, method_class, method_options
+from phaseguard.models import create_model
+from phaseguard.train.precision import make_scaler
+from phaseguard.train.trainer import training_step
+
+# Attack settings of every benchmark: eps 8/255, step 2/255, 10 steps (DAT's EAEG: its 5).
+ATTACK = AttackConfig(eps=8 / 255, step=2 / 255, steps=10)
+
+
+def images(
+    model: str, batch: int, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` real Fashion-MNIST training images in [0, 1] ([B,1,28,28] for the small net;
+    padded and tiled to [B,3,32,32] for the CIFAR models) and their labels."""
+    ds = load_dataset("fashion-mnist")
+    x = ds.x_train[:batch].float() / 255
+    if model != "smallcnn":
+        x = F.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
+    return x.to(device), ds.y_train[:batch].to(device)
+
+
+def method_step(
+    model: str,
+    section: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compiled: bool = False,
+) -> Callable[[], object]:
+    """One training iteration of the method ``section`` (``training_step``, what training runs)
+    on a fresh model (seed 0) of architecture ``model``, on the device of ``x``."""
+    split = method_class(section["name"]).wants_split_bn(method_options(section))
+    torch.manual_seed(0)
+    net = create_model(model, 10, x.shape[1], split_bn=split).to(x.device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    net_or_compiled = torch.compile(net) if compiled else net
+    ctx = MethodContext(
+        model=net_or_compiled,
+        net=net,
+        attack=ATTACK,
+        num_classes=10,
+        image_shape=tuple(x.shape[1:]),
+        device=x.device,
+        precision=precision,
+    )
+    method = create_method(section, ctx)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scaler = make_scaler(precision, x.device)
+    net.train()
+    return lambda: training_step(method, net_or_compiled, optimizer, scaler, x, y, precision)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], iters: int, device: torch.device) -> float:
+    """Mean seconds of ``iters`` calls (CUDA work waited for)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / iters
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak memory one call of ``fn`` allocates above what was allocated before it, in MiB.
+
+    CUDA: the caching allocator's peak statistics. CPU: the profiler's allocation events
+    (``profile_memory``), summed in time order; slow, so call it outside timed regions.
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20

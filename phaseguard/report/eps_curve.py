@@ -1,0 +1,184 @@
+"""Robust accuracy against the perturbation budget: PGD-20 at several eps, cached per run.
+
+``run_eps_curve(RUN_DIR)`` attacks the first n test images with PGD-20 at
+``multiples x cfg.attack.eps`` (the run's norm) and caches the result in
+``RUN_DIR/eps_curve.json``; the cache is reused while its settings (attack, n, eps list, norm,
+checkpoint and its SHA-256, seed) match the request, and recomputed otherwise.
+:func:`plot_eps_curves` draws one line per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import torch
+from torch import nn
+
+from ..attacks import build_attack
+from ..data import Dataset, load_dataset
+from ..errors import ConfigError
+from ..evaluate import predict_correct
+from ..loading import load_model
+from ..run_dir import RunDir
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ATTACK = "pgd20"
+ATTACK_LABEL = "PGD-20"
+#: Default budgets, as multiples of the run's training eps.
+EPS_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+#: The fields that must match for ``eps_curve.json`` to be reused.
+CACHE_KEY = ("attack", "n", "eps", "norm", "which", "seed", "checkpoint_sha256")
+
+
+@dataclass
+class EpsCurve:
+    """Robust accuracy (``accuracy[i]``, in [0, 1]; ``correct[i]`` of ``n`` images) of one
+    checkpoint under ``attack`` at radius ``eps[i]`` (``norm``), as ``eps_curve.json`` holds it."""
+
+    attack: str
+    n: int
+    eps: list[float]
+    norm: str
+    which: str  # the checkpoint asked for ("best" falls back to "last" when there is none)
+    checkpoint: str  # the file used, relative to the run folder
+    checkpoint_sha256: str
+    epoch: int | None
+    seed: int
+    accuracy: list[float]
+    correct: list[int]
+    seconds: float
+
+    def key(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in CACHE_KEY}
+
+
+def robust_correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    norm: str = "linf",
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> list[int]:
+    """How many of the images x (uint8 or [0,1] float, [N,C,H,W]) with labels y (int64 [N])
+    ``model`` classifies correctly under PGD-20 at each radius of ``eps`` (eps 0: the clean
+    count). The global torch RNG is seeded with ``seed`` before each radius."""
+    counts = []
+    for radius in eps:
+        torch.manual_seed(seed)
+        attack = build_attack(ATTACK, model, eps=radius, norm=norm)
+        ok = predict_correct(model, x, y, attack=attack, batch_size=batch_size, device=device)
+        counts.append(int(ok.sum()))
+    return counts
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_eps_curve(path: Path) -> EpsCurve | None:
+    """The curve cached in ``path``, or None when it is missing or not a readable cache."""
+    try:
+        return EpsCurve(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def run_eps_curve(
+    run_dir: str | Path,
+    n: int = 500,
+    multiples: Sequence[float] = EPS_MULTIPLES,
+    which: str = "best",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    data: Dataset | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EpsCurve:
+    """The PGD-20 accuracy of a run's ``which`` checkpoint on its first ``n`` test images at
+    ``multiples x cfg.attack.eps``, from ``RUN_DIR/eps_curve.json`` when that was computed with
+    the same settings, else computed and written there.
+
+    ``data``: the run's dataset, if the caller has it loaded (else read from the run's config).
+    """
+    if n < 1:
+        raise ConfigError(f"the eps curve needs a positive number of images, got {n}")
+    run = RunDir(Path(run_dir))
+    loaded = load_model(run.root, which=which, device=device)
+    cfg = loaded.config
+    if data is None:
+        data = load_dataset(cfg.data.name, cfg.data.root)
+    n = min(n, len(data.y_test))
+    curve = EpsCurve(
+        attack=ATTACK,
+        n=n,
+        eps=[round(m * cfg.attack.eps, 12) for m in multiples],
+        norm=cfg.attack.norm,
+        which=which,
+        checkpoint=loaded.source.relative_to(run.root).as_posix(),
+        checkpoint_sha256=_sha256(loaded.source),
+        epoch=loaded.epoch,
+        seed=seed,
+        accuracy=[],
+        correct=[],
+        seconds=0.0,
+    )
+    cached = read_eps_curve(run.eps_curve_json)
+    if cached is not None and cached.key() == curve.key():
+        if log:
+            log(f"{run.root}: eps curve reused from {run.eps_curve_json}")
+        return cached
+    if log:
+        log(f"{run.root}: PGD-20 at {len(curve.eps)} eps on {n} test images ...")
+    start = time.perf_counter()
+    curve.correct = robust_correct(
+        loaded.model,
+        data.x_test[:n],
+        data.y_test[:n],
+        curve.eps,
+        curve.norm,
+        seed,
+        batch_size=cfg.eval.batch_size,
+        device=device,
+    )
+    curve.accuracy = [c / n for c in curve.correct]
+    curve.seconds = time.perf_counter() - start
+    run.eps_curve_json.write_text(json.dumps(asdict(curve), indent=2) + "\n")
+    return curve
+
+
+def plot_eps_curves(curves: dict[str, EpsCurve], out: Path) -> Path:
+    """One line per run (label -> curve): robust accuracy (%) against eps; writes PNG ``out``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, c in curves.items():
+        ax.plot(
+            c.eps,
+            [100 * a for a in c.accuracy],
+            marker="o",
+            markersize=3,
+            label=f"{label} ({c.norm}, n={c.n})",
+        )
+    ax.set_xlabel("eps")
+    ax.set_ylabel(f"{ATTACK_LABEL} accuracy (%)")
+    ax.set_title("robust accuracy against eps")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

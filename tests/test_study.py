@@ -1,0 +1,145 @@
+"""``phaseguard study``: a real (tiny) study runs end to end, summarises and continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from phaseguard.cli import main
+from phaseguard.errors import ConfigError
+from phaseguard.run_dir import RunDir
+from phaseguard.study import load_study, resolve_study, run_study
+from phaseguard.train.checkpoint import load_checkpoint
+from phaseguard.train.logger import read_log
+from tests.conftest import TINY
+
+
+def _write_study(folder, ablations=True, epochs=1):
+    common = [o for o in TINY if not o.startswith(("method.", "train.epochs"))]
+    (folder / "pgd.yaml").write_text(yaml.safe_dump({"method": {"name": "pgd_at"}}))
+    (folder / "dat.yaml").write_text(yaml.safe_dump({"method": {"name": "dat"}}))
+    spec = {
+        "methods": {"pgd_at": "pgd.yaml", "dat": "dat.yaml"},
+        "seeds": [0, 1],
+        "overrides": [*common, f"train.epochs={epochs}"],
+        "eval": {"attacks": ["natural", "pgd20"], "n": 48},
+        "analyze": {"n": 48},
+    }
+    if ablations:
+        spec["ablations"] = {"ablation_of": "dat", "runs": {"no_js": ["method.js=false"]}}
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    spec = load_study(_write_study(folder))
+    out = folder / "out"
+    summary = run_study(spec, out, log=lambda line: None)
+    return spec, out, summary
+
+
+def test_plan_covers_methods_seeds_and_ablations(tmp_path):
+    spec = load_study(_write_study(tmp_path))
+    labels = [r.label for r in spec.runs]
+    assert labels == ["pgd_at_s0", "pgd_at_s1", "dat_s0", "dat_s1", "dat_no_js_s0"]
+    cfgs = {r.label: r.load() for r in spec.runs}
+    assert cfgs["dat_s1"].train.seed == 1 and cfgs["dat_s1"].method["name"] == "dat"
+    assert cfgs["dat_no_js_s0"].method["js"] is False and "js" not in cfgs["dat_s0"].method
+    # identical protocol for every method: only method (and seed) differ
+    a, b = cfgs["pgd_at_s0"].to_dict(), cfgs["dat_s0"].to_dict()
+    assert {k for k in a if a[k] != b[k]} == {"method"}
+
+
+def test_study_summary_is_the_mean_and_std_of_its_runs(finished_study):
+    spec, out, summary = finished_study
+    for study_run in spec.runs:
+        run = RunDir(out / "runs" / study_run.label)
+        assert run.eval_json.is_file() and run.analysis_json.is_file()
+    for method in ("pgd_at", "dat"):
+        values = [
+            json.loads((out / "runs" / f"{method}_s{s}" / "eval.json").read_text())["attacks"][
+                "pgd20"
+            ]["accuracy"]
+            for s in (0, 1)
+        ]
+        stat = summary["methods"][method]["pgd20"]
+        assert stat["n"] == 2
+        assert stat["mean"] == pytest.approx(statistics.fmean(values))
+        assert stat["std"] == pytest.approx(statistics.stdev(values))
+        assert "foreign_amplitude" in summary["methods"][method]
+    assert json.loads((out / "study.json").read_text())["methods"] == summary["methods"]
+    table = (out / "summary.md").read_text()
+    assert "| dat (2 seeds) |" in table and "| dat_no_js_s0 |" in table
+    assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_study_continues_where_it_stopped(finished_study):
+    spec, out, _ = finished_study
+    runs = [RunDir(out / "runs" / r.label) for r in spec.runs]
+    stamps = {r.root.name: r.checkpoint("last").stat().st_mtime_ns for r in runs}
+    runs[1].eval_json.unlink()  # as if killed before its evaluation
+    evaluated = runs[2].eval_json.stat().st_mtime_ns
+    lines: list[str] = []
+    run_study(spec, out, log=lines.append)
+    assert {r.root.name: r.checkpoint("last").stat().st_mtime_ns for r in runs} == stamps
+    assert runs[1].eval_json.is_file()
+    assert runs[2].eval_json.stat().st_mtime_ns == evaluated
+
+
+def test_a_killed_study_resumes_its_training_from_the_checkpoint(tmp_path):
+    study = _write_study(tmp_path, ablations=False, epochs=2)
+    text = study.read_text().replace("seeds:\n- 0\n- 1\n", "seeds:\n- 0\n")
+    study.write_text(text.replace("  dat: dat.yaml\n", ""))
+    out = tmp_path / "out"
+    run = RunDir(out / "runs" / "pgd_at_s0")
+    cmd = [sys.executable, "-m", "phaseguard", "study", str(study), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not run.has_checkpoint() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = load_checkpoint(run.checkpoint("last"))
+    assert state["epoch"] == 1, proc.stderr.read().decode()
+    first_epoch = state["history"][0]
+    spec = load_study(study)
+    assert [r.label for r in spec.runs] == ["pgd_at_s0"]
+    run_study(spec, out, log=lambda line: None)
+    rows = read_log(run.log_csv)
+    assert [r["epoch"] for r in rows] == [1.0, 2.0]
+    assert rows[0]["seconds"] == pytest.approx(first_epoch["seconds"])  # not trained again
+    assert run.eval_json.is_file() and run.analysis_json.is_file()
+
+
+def test_study_refuses_a_folder_trained_with_another_config(finished_study, tmp_path):
+    spec, out, _ = finished_study
+    changed = _write_study(tmp_path)
+    text = changed.read_text().replace("train.batch_size=64", "train.batch_size=32")
+    changed.write_text(text)
+    with pytest.raises(ConfigError, match="another config"):
+        run_study(load_study(changed), out, log=lambda line: None)
+
+
+def test_study_presets_and_cli_errors(tmp_path, capsys):
+    for preset in ("small", "full"):
+        spec = load_study(resolve_study(preset=preset))
+        assert {r.group for r in spec.runs} == {"dat", "pgd_at", "trades", "mart", "ablation"}
+        assert "aa" in spec.eval_attacks and spec.eval_n >= 500
+    assert main(["study", "--preset", "nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown study preset 'nope'" in err[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: {dat: missing.yaml}\n")
+    assert main(["study", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
