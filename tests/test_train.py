@@ -68,6 +68,23 @@ def test_same_seed_same_weights_and_resume_after_a_crash_is_identical(tmp_path, 
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
 
 
+def test_a_log_row_lost_between_checkpoint_and_log_write_comes_back(tmp_path):
+    """Killed after the checkpoint of epoch 2 was written but before its log row: on resume the
+    log is rebuilt from the checkpoint's history, so no epoch is missing or repeated."""
+    out = tmp_path / "run"
+    train(tiny_config("train.epochs=2"), out)
+    log = out / "log.csv"
+    with log.open() as fh:
+        rows = list(csv.DictReader(fh))
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:-1]))  # the epoch-2 row never reached the disk
+    train(tiny_config("train.epochs=3"), out, resume=True)
+    with log.open() as fh:
+        resumed = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in resumed] == [1, 2, 3]
+    assert resumed[1]["val_robust_acc"] == rows[1]["val_robust_acc"]
+
+
 def test_cli_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, tiny_run):
     out = tmp_path / "killed"
     config = tmp_path / "tiny.yaml"

@@ -37,19 +37,23 @@ class RunLogger:
                     self._writer.add_scalar(key, value, epoch)
             self._writer.flush()
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop rows past ``epoch`` (a resumed run repeats the epochs after its checkpoint)."""
-        if not self.csv_path.is_file():
+    def restore(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite the CSV as the checkpoint's ``history`` (one row per finished epoch).
+
+        A resumed run's log then holds exactly the epochs its checkpoint holds: rows of epochs
+        after the checkpoint go, and a row lost to a kill between the checkpoint and the log
+        write comes back. Written atomically (temporary file, rename).
+        """
+        if not history and not self.csv_path.is_file():
             return
-        with self.csv_path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-            fields = rows[0].keys() if rows else []
-        kept = [r for r in rows if int(r["epoch"]) <= epoch]
-        with self.csv_path.open("w", newline="") as fh:
-            if fields:
-                writer = csv.DictWriter(fh, fieldnames=list(fields))
+        fields = list(dict.fromkeys(k for row in history for k in row))
+        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
+        with tmp.open("w", newline="") as fh:
+            if history:
+                writer = csv.DictWriter(fh, fieldnames=fields)
                 writer.writeheader()
-                writer.writerows(kept)
+                writer.writerows({**row, "epoch": int(row["epoch"])} for row in history)
+        tmp.replace(self.csv_path)
 
     def close(self) -> None:
         if self._writer is not None:

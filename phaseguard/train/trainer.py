@@ -284,7 +284,7 @@ class Trainer:
             self.run.root.mkdir(parents=True, exist_ok=True)
             self.run.config.write_text(cfg.to_yaml())
             logger = RunLogger(self.run.log_csv, self.run.tensorboard)
-            logger.truncate_after(self.epoch)
+            logger.restore(self.history)
         try:
             while self.epoch < cfg.train.epochs:
                 row = self._train_epoch()
