@@ -164,12 +164,14 @@ def run_eps_curve(
 def plot_eps_curves(curves: dict[str, EpsCurve], out: Path) -> Path:
     """One line per run (label -> curve): robust accuracy (%) against eps; writes PNG ``out``."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for label, c in curves.items():
+    palette = plt.cm.tab20.colors if len(curves) > 10 else plt.cm.tab10.colors  # no repeats
+    for i, (label, c) in enumerate(curves.items()):
         ax.plot(
             c.eps,
             [100 * a for a in c.accuracy],
             marker="o",
             markersize=3,
+            color=palette[i % len(palette)],
             label=f"{label} ({c.norm}, n={c.n})",
         )
     ax.set_xlabel("eps")
