@@ -9,36 +9,76 @@ run folder, else beside the file).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from .analyze import PhaseReliance, analyze_phase_reliance
-from .data import Dataset, load_dataset
+from .data import load_dataset
 from .errors import PhaseguardError
 from .evaluate import EvalReport, evaluate
 from .loading import LoadedModel, load_model
 from .train.trainer import resolve_device
 
 
-def _default_out(target: str | Path, loaded: LoadedModel, name: str) -> Path:
-    target = Path(target)
-    return (target if target.is_dir() else loaded.source.parent) / name
+@dataclass
+class _Setup:
+    """What a measurement of a run needs: the model, its first n test images, the threat model
+    (the run's unless given) and where the JSON goes."""
+
+    loaded: LoadedModel
+    device: torch.device
+    x: Tensor
+    y: Tensor
+    eps: float
+    norm: str
+    batch_size: int
+    out: Path
+
+    @property
+    def info(self) -> dict:
+        cfg = self.loaded.config
+        return {
+            "source": str(self.loaded.source),
+            "epoch": self.loaded.epoch,
+            "architecture": cfg.model.name,
+            "dataset": cfg.data.name,
+            "method": cfg.method["name"],
+        }
 
 
-def _info(loaded: LoadedModel) -> dict:
-    cfg = loaded.config
-    return {
-        "source": str(loaded.source),
-        "epoch": loaded.epoch,
-        "architecture": cfg.model.name,
-        "dataset": cfg.data.name,
-        "method": cfg.method["name"],
-    }
-
-
-def _test_set(loaded: LoadedModel, data_root: str | None, n: int | None) -> tuple[Dataset, int]:
+def _setup(
+    target: str | Path,
+    name: str,
+    n: int | None,
+    eps: float | None,
+    norm: str | None,
+    batch_size: int | None,
+    which: str,
+    data_root: str | None,
+    device: str,
+    out: str | Path | None,
+) -> _Setup:
+    dev = resolve_device(device)
+    loaded = load_model(target, which=which, device=dev)
     cfg = loaded.config
     data = load_dataset(cfg.data.name, data_root or cfg.data.root)
-    return data, min(n or cfg.eval.n, len(data.y_test))
+    n = min(n or cfg.eval.n, len(data.y_test))
+    if out is None:
+        folder = Path(target) if Path(target).is_dir() else loaded.source.parent
+        out = folder / name
+    return _Setup(
+        loaded,
+        dev,
+        data.x_test[:n],
+        data.y_test[:n],
+        cfg.attack.eps if eps is None else eps,
+        norm or cfg.attack.norm,
+        batch_size or cfg.eval.batch_size,
+        Path(out),
+    )
 
 
 def evaluate_run(
@@ -58,28 +98,24 @@ def evaluate_run(
 ) -> tuple[EvalReport, Path]:
     """Evaluate a run under attack (defaults: the run's ``eval`` and ``attack`` sections) and
     write ``eval.json``; AutoAttack's progress is kept in ``eval.aa_state.json`` beside it."""
-    dev = resolve_device(device)
-    loaded = load_model(target, which=which, device=dev)
-    cfg = loaded.config
-    data, n = _test_set(loaded, data_root, n)
-    out = Path(out) if out else _default_out(target, loaded, "eval.json")
+    run = _setup(target, "eval.json", n, eps, norm, batch_size, which, data_root, device, out)
     report = evaluate(
-        loaded.model,
-        data.x_test[:n],
-        data.y_test[:n],
-        attacks or cfg.eval.attacks,
-        eps=cfg.attack.eps if eps is None else eps,
-        norm=norm or cfg.attack.norm,
-        batch_size=batch_size or cfg.eval.batch_size,
-        device=dev,
+        run.loaded.model,
+        run.x,
+        run.y,
+        attacks or run.loaded.config.eval.attacks,
+        eps=run.eps,
+        norm=run.norm,
+        batch_size=run.batch_size,
+        device=run.device,
         seed=seed,
-        aa_state=out.with_suffix(".aa_state.json"),
+        aa_state=run.out.with_suffix(".aa_state.json"),
         aa_attacks=aa_attacks,
-        info=_info(loaded),
+        info=run.info,
         log=log,
     )
-    report.write(out)
-    return report, out
+    report.write(run.out)
+    return report, run.out
 
 
 def analyze_run(
@@ -99,22 +135,18 @@ def analyze_run(
     at the run's eps and norm unless given; writes ``analysis.json``."""
     if n < 1:
         raise PhaseguardError(f"n must be a positive number of images, got {n}")
-    dev = resolve_device(device)
-    loaded = load_model(target, which=which, device=dev)
-    cfg = loaded.config
-    data, n = _test_set(loaded, data_root, n)
-    out = Path(out) if out else _default_out(target, loaded, "analysis.json")
+    run = _setup(target, "analysis.json", n, eps, norm, batch_size, which, data_root, device, out)
     result = analyze_phase_reliance(
-        loaded.model,
-        data.x_test[:n],
-        data.y_test[:n],
-        eps=cfg.attack.eps if eps is None else eps,
-        norm=norm or cfg.attack.norm,
+        run.loaded.model,
+        run.x,
+        run.y,
+        eps=run.eps,
+        norm=run.norm,
         seed=seed,
-        batch_size=batch_size or cfg.eval.batch_size,
-        device=dev,
+        batch_size=run.batch_size,
+        device=run.device,
         attack=attack,
-        info=_info(loaded),
+        info=run.info,
     )
-    result.write(out)
-    return result, out
+    result.write(run.out)
+    return result, run.out
