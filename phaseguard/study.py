@@ -148,19 +148,17 @@ def _trained(run: RunDir, cfg: Config) -> bool:
     return run.log_csv.is_file() and len(read_log(run.log_csv)) >= cfg.train.epochs
 
 
-def _train(study_run: StudyRun, run: RunDir) -> None:
-    from .train import resume_config, train
+def _config(study_run: StudyRun, run: RunDir) -> Config:
+    """The run's config; refused when the folder was trained with another one."""
+    from .train import resume_config
 
     cfg = study_run.load()
-    if run.has_checkpoint():
-        saved = resume_config(run.root)
-        if saved.to_dict() != cfg.to_dict():
-            raise ConfigError(
-                f"{run.root} was trained with another config than the study now asks for; "
-                "remove that folder or use another --out"
-            )
-    if not _trained(run, cfg):
-        train(cfg, run.root, resume=run.has_checkpoint())
+    if run.has_checkpoint() and resume_config(run.root).to_dict() != cfg.to_dict():
+        raise ConfigError(
+            f"{run.root} was trained with another config than the study now asks for; "
+            "remove that folder or use another --out"
+        )
+    return cfg
 
 
 def _evaluated(run: RunDir, spec: StudySpec) -> bool:
@@ -170,44 +168,52 @@ def _evaluated(run: RunDir, spec: StudySpec) -> bool:
     return done.get("n") == spec.eval_n and set(spec.eval_attacks) <= set(done["attacks"])
 
 
+def _steps(
+    study_run: StudyRun, run: RunDir, spec: StudySpec
+) -> list[tuple[str, Callable[[], bool], Callable[[], object]]]:
+    """(name, is it done?, do it) for train -> eval -> analyze; asked in order, after the
+    previous step ran, since each depends on the checkpoint the one before leaves."""
+    from .runs import analyze_run, evaluate_run
+    from .train import train
+
+    cfg = _config(study_run, run)
+    return [
+        (
+            "train",
+            lambda: _trained(run, cfg),
+            lambda: train(cfg, run.root, resume=run.has_checkpoint()),
+        ),
+        (
+            "eval",
+            lambda: _evaluated(run, spec),
+            lambda: evaluate_run(run.root, attacks=spec.eval_attacks, n=spec.eval_n),
+        ),
+        (
+            "analyze",
+            lambda: _newer(run.analysis_json, run.checkpoint("best")),
+            lambda: analyze_run(run.root, n=spec.analyze_n),
+        ),
+    ]
+
+
 def run_study(
     spec: StudySpec, out: str | Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Train, evaluate and analyze every run not yet done, then write and return the summary."""
-    from .runs import analyze_run, evaluate_run
-
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     timings = _read_timings(out)
     for i, study_run in enumerate(spec.runs, 1):
         run = RunDir(out / "runs" / study_run.label)
-        steps = [
-            ("train", lambda sr=study_run, r=run: _train(sr, r)),
-            (
-                "eval",
-                lambda r=run: (
-                    None
-                    if _evaluated(r, spec)
-                    else evaluate_run(r.root, attacks=spec.eval_attacks, n=spec.eval_n)
-                ),
-            ),
-            (
-                "analyze",
-                lambda r=run: (
-                    None
-                    if _newer(r.analysis_json, r.checkpoint("best"))
-                    else analyze_run(r.root, n=spec.analyze_n)
-                ),
-            ),
-        ]
-        for step, fn in steps:
+        for step, done, do in _steps(study_run, run, spec):
+            if done():  # a skipped step keeps the time it took when it ran
+                log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step} (done)")
+                continue
             log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step}")
             start = time.perf_counter()
-            fn()
-            seconds = time.perf_counter() - start
-            if seconds > 1.0:  # a skipped step keeps the time it took when it ran
-                timings.setdefault(study_run.label, {})[step] = round(seconds, 1)
-                _write_json(out / "timings.json", timings)
+            do()
+            timings.setdefault(study_run.label, {})[step] = round(time.perf_counter() - start, 1)
+            _write_json(out / "timings.json", timings)
     summary = summarize(spec, out)
     write_summary(summary, out)
     return summary

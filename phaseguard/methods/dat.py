@@ -233,8 +233,8 @@ class DAT(Method):
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
         y = batch["y"]
+        logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
         if not self.options.mixed_branch:
-            logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
             loss = self._l_at(logits, logits_adv, y)
             return loss, {"acc": accuracy(logits, y), "acc_adv": accuracy(logits_adv, y)}
         x_hat, x_hat_adv = batch["x_hat"], batch["x_hat_adv"]
@@ -242,7 +242,6 @@ class DAT(Method):
             x_hat, x_hat_adv = _ReverseGrad.apply(x_hat), _ReverseGrad.apply(x_hat_adv)
         else:
             x_hat, x_hat_adv = x_hat.detach(), x_hat_adv.detach()
-        logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
         mixed, logits_hat, logits_hat_adv = self._mixed_terms(model, x_hat, x_hat_adv, y, logits)
         loss = self._l_at(logits, logits_adv, y) / 2 + mixed
         return loss, {
