@@ -43,6 +43,8 @@ METHODS: list[tuple[str, dict, dict[str, int]]] = [
     # p(x) without graph + x_hat, x_hat' forward and input-only backward
     ("dat", {"name": "dat"}, {"g": 4, "a": 2 * K_EAEG + 2, "t": 4}),
     ("dat joint", {"name": "dat", "generator_update": "joint"}, {"g": 3, "a": 2 * K_EAEG, "t": 4}),
+    # the classifier's loss back-propagated at once (four branch graphs alive), not in pieces
+    ("dat 1-bwd", {"name": "dat"}, {"g": 4, "a": 2 * K_EAEG + 2, "t": 4}),
     (
         "dat ref-bn",
         {"name": "dat", "reference_bn_updates": True},
@@ -102,7 +104,9 @@ def main() -> None:
     x, y = images(args.model, args.batch, device)
     chosen = [m for m in METHODS if not args.methods or m[0] in args.methods.split(",")]
     steps = {
-        label: method_step(args.model, section, x, y, args.precision)
+        label: method_step(
+            args.model, section, x, y, args.precision, one_backward=label.endswith("1-bwd")
+        )
         for label, section, _ in chosen
     }
     for step in steps.values():  # warm-up

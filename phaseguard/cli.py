@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from .cpu_memory import keep_freed_memory
 from .errors import PhaseguardError
 
 
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data" and args.action == "download" and not args.root:
         print("phaseguard: error: data download needs --root DIR", file=sys.stderr)
         return 2
+    keep_freed_memory()
     try:
         args.func(args)
     except PhaseguardError as exc:

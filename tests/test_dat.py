@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
@@ -273,3 +275,120 @@ def test_lean_generator_step_has_the_reference_gradient(batch):
     assert all(r.abs().sum() > 0 for r in reference[-2:])
     for a, r in zip(lean, reference):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-6)
+
+
+def _gradients(method, net, b, staged: bool):
+    """Loss value, classifier and generator gradients and BN buffers after one classifier
+    backward, through :meth:`loss` (one backward) or :meth:`loss_and_backward` (pieces)."""
+    net.zero_grad(set_to_none=True)
+    method.generator.zero_grad(set_to_none=True)
+    net.train()
+    if staged:
+        pieces = []
+
+        def backward(piece):
+            pieces.append(piece.detach())
+            piece.backward()
+
+        loss, _ = method.loss_and_backward(net, b, backward)
+    else:
+        loss, _ = method.loss(net, b)
+        loss.backward()
+        pieces = [loss.detach()]
+    grads = [p.grad.clone() for p in net.parameters()]
+    gen = [None if p.grad is None else p.grad.clone() for p in method.generator.parameters()]
+    return loss.detach(), grads, gen, [t.clone() for t in net.buffers()], pieces
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"generator_update": "joint"}, {"js": False}, {"split_bn": False}, {"mixup": False}],
+    ids=["sequential", "joint", "no_js", "no_split_bn", "no_mixup"],
+)
+def test_backward_in_pieces_equals_the_one_loss_backward(batch, options):
+    """Training's staged backward (at most two branch graphs alive) gives the loss's value,
+    its weight and generator gradients and the same BN statistics as one backward of it."""
+    results = []
+    for staged in (False, True):
+        method, net = make_dat(**options)
+        b = run_prepare(method, batch)
+        results.append(_gradients(method, net, b, staged))
+    (loss, grads, gen, buffers, _), (loss_s, grads_s, gen_s, buffers_s, pieces) = results
+    assert torch.equal(loss, loss_s)
+    assert len(pieces) == 3  # x' alone, then x, then x_hat with x_hat'
+    for a, s in zip(grads, grads_s, strict=True):
+        torch.testing.assert_close(s, a, rtol=1e-5, atol=1e-7)
+    for a, s in zip(buffers, buffers_s, strict=True):
+        assert torch.equal(a, s)
+    joint = options.get("generator_update") == "joint"
+    assert all((g is not None) == joint for g in gen_s)
+    for a, s in zip(gen, gen_s, strict=True):
+        if joint:
+            torch.testing.assert_close(s, a, rtol=1e-5, atol=1e-7)
+
+
+class _SavedBytes:
+    """Bytes of tensors that autograd graphs hold for their backward, now and at the peak."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    def pack(self, t: torch.Tensor) -> _Held:
+        held = _Held(t)
+        self.now += held.nbytes
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(held, self._release, held.nbytes)
+        return held
+
+    def _release(self, nbytes: int) -> None:
+        self.now -= nbytes
+
+
+class _Held:
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t, self.nbytes = t, t.numel() * t.element_size()
+
+
+def test_training_backward_keeps_at_most_two_branch_graphs_alive(batch):
+    """The graphs the classifier's backward needs peak at two branches' worth in training
+    (loss_and_backward), against all four for one backward of the whole loss."""
+    peaks = []
+    for staged in (False, True):
+        method, net = make_dat()
+        b = run_prepare(method, batch)
+        saved = _SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda held: held.t):
+            _gradients(method, net, b, staged)
+        peaks.append(saved.peak)
+        assert saved.now == 0  # every graph freed by its backward
+    one_loss, staged = peaks
+    assert 0.4 * one_loss < staged < 0.6 * one_loss, peaks
+
+
+def test_backward_in_pieces_under_ddp_reduces_every_parameter(batch, monkeypatch):
+    """Through DistributedDataParallel (gloo, one process) the pieces give the gradients of the
+    plain backward, and a second iteration runs: DDP raises if a parameter missed the reduction
+    (the main BN branch's parameters get no gradient from the last piece's own graphs)."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        method, net = make_dat()
+        b = run_prepare(method, batch)
+        _, plain, *_ = _gradients(method, net, b, staged=True)
+        ddp = DistributedDataParallel(net)
+        for _ in range(2):
+            net.zero_grad(set_to_none=True)
+            method.loss_and_backward(ddp, b, lambda piece: piece.backward())
+            for a, s in zip(plain, (p.grad for p in net.parameters()), strict=True):
+                torch.testing.assert_close(s, a, rtol=1e-5, atol=1e-7)
+    finally:
+        dist.destroy_process_group()

@@ -4,8 +4,9 @@ The trainer owns everything else (epochs, optimiser, schedule, precision, checkp
 DDP). Per batch it calls, in this order::
 
     batch = method.prepare(x, y)           # augmentation, adversarial examples; no weight grads
-    loss, metrics = method.loss(model, batch)   # differentiable in the classifier's weights
-    (trainer: backward, optimiser step)
+    loss, metrics = method.loss_and_backward(model, batch, backward)
+                                           # method.loss, and its gradient taken by backward
+    (trainer: optimiser step)
     method.after_step(batch)               # e.g. DAT's generator update
 
 ``x`` is the un-augmented batch: a method applies ``ctx.augment`` itself, because DAT needs
@@ -77,6 +78,20 @@ class Method:
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """A scalar loss to minimise, and detached per-batch metrics (means over the batch)."""
         raise NotImplementedError
+
+    def loss_and_backward(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        backward: Callable[[torch.Tensor], None],
+    ) -> tuple[torch.Tensor, Metrics]:
+        """What training calls: :meth:`loss`'s value (detached) and metrics, its gradient taken
+        by calling ``backward`` (the trainer's scaled backward) on scalars whose gradients sum
+        to the loss's. The default calls it once on the loss; a method whose loss joins several
+        forwards may call it per piece to free each graph early (DAT does)."""
+        loss, metrics = self.loss(model, batch)
+        backward(loss)
+        return loss.detach(), metrics
 
     def after_step(self, batch: Batch) -> Metrics:
         """Called after the classifier's optimiser step; returns extra detached metrics."""

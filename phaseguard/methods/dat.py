@@ -18,6 +18,10 @@ without a graph); the classifier's parameters are frozen, so no weight gradient 
 and BN running statistics are not updated a second time unless ``reference_bn_updates`` asks
 for the reference's behaviour (its generator step re-runs all four branches in train mode).
 
+Training takes the classifier's gradient in three pieces (:meth:`DAT.loss_and_backward`): a
+branch's graph is back-propagated as soon as the logits its gradient depends on are known, so at
+most two of the four branch graphs are alive at once, as in TRADES and MART.
+
 ``generator_update: joint`` is the cheaper variant: one forward and one backward, the classifier
 descending L_DAT while the generator ascends it through a gradient reversal at x_hat and x_hat'.
 """
@@ -25,7 +29,8 @@ descending L_DAT while the generator ascends it through a gradient reversal at x
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
 
 from ..attacks import TradesKL, frozen_parameters
 from ..errors import ConfigError
@@ -80,6 +86,17 @@ class _ReverseGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         return -grad
+
+
+def _value_and_grads(
+    fn: Callable[..., Tensor], *logits: Tensor
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``fn(*logits)`` (detached) and its gradients with respect to each of ``logits``, computed
+    on detached copies: the logits' graphs are not touched."""
+    leaves = [z.detach().requires_grad_(True) for z in logits]
+    with torch.enable_grad():
+        value = fn(*leaves)
+    return value.detach(), torch.autograd.grad(value, leaves)
 
 
 def js_divergence(logits_a: Tensor, logits_b: Tensor) -> Tensor:
@@ -231,25 +248,74 @@ class DAT(Method):
             loss = loss + self.options.omega * js_divergence(clean, logits_hat)
         return loss, logits_hat, logits_hat_adv
 
+    def _mixed_inputs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """x_hat and x_hat' for the classifier's loss: detached (sequential update) or through a
+        gradient reversal to the generator (joint update)."""
+        x_hat, x_hat_adv = batch["x_hat"], batch["x_hat_adv"]
+        if self.options.generator_update == "joint" and self.uses_generator:
+            return _ReverseGrad.apply(x_hat), _ReverseGrad.apply(x_hat_adv)
+        return x_hat.detach(), x_hat_adv.detach()
+
+    @staticmethod
+    def _metrics(y: Tensor, *logits: Tensor) -> Metrics:
+        names = ("acc", "acc_adv", "acc_hat", "acc_hat_adv")
+        return {name: accuracy(z, y) for name, z in zip(names, logits, strict=False)}
+
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
         y = batch["y"]
         logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
         if not self.options.mixed_branch:
-            loss = self._l_at(logits, logits_adv, y)
-            return loss, {"acc": accuracy(logits, y), "acc_adv": accuracy(logits_adv, y)}
-        x_hat, x_hat_adv = batch["x_hat"], batch["x_hat_adv"]
-        if self.options.generator_update == "joint" and self.uses_generator:
-            x_hat, x_hat_adv = _ReverseGrad.apply(x_hat), _ReverseGrad.apply(x_hat_adv)
-        else:
-            x_hat, x_hat_adv = x_hat.detach(), x_hat_adv.detach()
+            return self._l_at(logits, logits_adv, y), self._metrics(y, logits, logits_adv)
+        x_hat, x_hat_adv = self._mixed_inputs(batch)
         mixed, logits_hat, logits_hat_adv = self._mixed_terms(model, x_hat, x_hat_adv, y, logits)
         loss = self._l_at(logits, logits_adv, y) / 2 + mixed
-        return loss, {
-            "acc": accuracy(logits, y),
-            "acc_adv": accuracy(logits_adv, y),
-            "acc_hat": accuracy(logits_hat, y),
-            "acc_hat_adv": accuracy(logits_hat_adv, y),
-        }
+        return loss, self._metrics(y, logits, logits_adv, logits_hat, logits_hat_adv)
+
+    def loss_and_backward(
+        self, model: nn.Module, batch: Batch, backward: Callable[[Tensor], None]
+    ) -> tuple[Tensor, Metrics]:
+        """:meth:`loss` with its gradient taken in three pieces, so that at most two of the four
+        branch graphs are alive at once (as in TRADES and MART) instead of all four.
+
+        The loss is a function of the four branches' logits; each branch's graph is
+        back-propagated, with the gradient of L_DAT with respect to its logits, as soon as the
+        logits that gradient depends on are known: x' once p(x) is (its KL term), x once
+        p(x_hat) is (the JS term), then x_hat and x_hat' together. Forwards run in the order of
+        :meth:`loss`, so logits, BN statistics and the loss value are the same; the weight
+        gradients are the same sum, accumulated in another order (equal up to rounding).
+        Under DDP the first two pieces accumulate locally (``no_sync``) and the last one
+        all-reduces the sum; a zero term in it reaches the parameters its graphs do not (the main
+        BN branch's), since DDP all-reduces only what the last backward reaches.
+        """
+        if not self.options.mixed_branch:
+            return super().loss_and_backward(model, batch, backward)
+        o, y = self.options, batch["y"]
+        x_hat, x_hat_adv = self._mixed_inputs(batch)
+        ddp = isinstance(model, DistributedDataParallel)
+        with model.no_sync() if ddp else nullcontext():
+            logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
+            at_x, (grad_x, grad_adv) = _value_and_grads(
+                lambda z, z_adv: self._l_at(z, z_adv, y) / 2, logits, logits_adv
+            )
+            backward((logits_adv * grad_adv).sum())
+            with bn_branch(model, self.aux):
+                logits_hat = model(x_hat).float()
+            js, grad_hat = logits_hat.new_zeros(()), torch.zeros_like(logits_hat)
+            if o.js:
+                js, (grad_x_js, grad_hat) = _value_and_grads(
+                    lambda z, z_hat: o.omega * js_divergence(z, z_hat), logits, logits_hat
+                )
+                grad_x = grad_x + grad_x_js
+            backward((logits * grad_x).sum())
+        with bn_branch(model, self.aux):
+            logits_hat_adv = model(x_hat_adv).float()
+        at_hat = self._l_at(logits_hat, logits_hat_adv, y) / 2
+        last = at_hat + (logits_hat * grad_hat).sum()
+        if ddp:  # DDP all-reduces the parameters this backward reaches: make it reach them all
+            last = last + 0 * sum(p.sum() for p in model.parameters() if p.requires_grad)
+        backward(last)
+        loss = at_x + (at_hat.detach() + js)
+        return loss, self._metrics(y, logits, logits_adv, logits_hat, logits_hat_adv)
 
     def generator_loss(self, batch: Batch) -> Tensor:
         """The part of L_DAT that depends on G, on the current classifier (train mode, frozen

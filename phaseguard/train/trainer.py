@@ -94,16 +94,20 @@ def training_step(
     with autocast(precision, device):
         batch = method.prepare(x, y)
     perturbation = weight_perturbation(batch) if weight_perturbation else contextlib.nullcontext()
+
+    def backward(piece: torch.Tensor) -> None:
+        with torch.autocast(device.type, enabled=False):  # backward runs outside autocast
+            scaler.scale(piece).backward()
+
     with perturbation:
-        with autocast(precision, device):
-            loss, metrics = method.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        with autocast(precision, device):
+            loss, metrics = method.loss_and_backward(model, batch, backward)
         scaler.step(optimizer)
         scaler.update()
     with autocast(precision, device):
         metrics.update(method.after_step(batch))
-    return loss.detach(), metrics
+    return loss, metrics
 
 
 @dataclass
