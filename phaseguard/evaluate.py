@@ -182,11 +182,13 @@ def _sanity_checks(
     )
     if "pgd20" in correct and "pgd100" in correct:
         a20, a100 = report.attacks["pgd20"].correct, report.attacks["pgd100"].correct
+        # the two draw different random starts: a few images near the boundary go either way
+        slack = max(1, len(y) // 200)
         checks.append(
             SanityCheck(
                 "more PGD steps do not help the model",
-                a100 <= a20,
-                f"PGD-100 {a100} vs PGD-20 {a20} correct",
+                a100 <= a20 + slack,
+                f"PGD-100 {a100} vs PGD-20 {a20} correct (random starts: {slack} allowed)",
             )
         )
     if report.autoattack_breakdown:
