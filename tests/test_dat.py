@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import weakref
 
 import pytest
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from phaseguard.config import AttackConfig
 from phaseguard.data import load_dataset, random_crop_flip
@@ -369,11 +372,6 @@ def test_backward_in_pieces_under_ddp_reduces_every_parameter(batch, monkeypatch
     """Through DistributedDataParallel (gloo, one process) the pieces give the gradients of the
     plain backward, and a second iteration runs: DDP raises if a parameter missed the reduction
     (the main BN branch's parameters get no gradient from the last piece's own graphs)."""
-    import socket
-
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -292,7 +291,7 @@ class DAT(Method):
         o, y = self.options, batch["y"]
         x_hat, x_hat_adv = self._mixed_inputs(batch)
         ddp = isinstance(model, DistributedDataParallel)
-        with model.no_sync() if ddp else nullcontext():
+        with model.no_sync() if ddp else contextlib.nullcontext():
             logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
             at_x, (grad_x, grad_adv) = _value_and_grads(
                 lambda z, z_adv: self._l_at(z, z_adv, y) / 2, logits, logits_adv
