@@ -1,0 +1,120 @@
+"""Fingerprints of the weights that short fixed-seed fp32 CPU runs end with, one per method.
+
+A refactor or speed-up of a method, an attack or the trainer must leave these unchanged (a change
+of behaviour is a new option, default off)::
+
+    python -m benchmarks.weight_hashes --out /tmp/after.json [--compare benchmarks/weight_hashes.json]
+
+Each case trains 2 epochs of 384 real Fashion-MNIST images (small net, width 8, batch 64) in
+fp32, NCHW, 2 threads, seed 0, and hashes (SHA-256) every tensor of the last checkpoint: the
+classifier, its averaged copy, the method's state (DAT's generator). fp32 kernels differ between
+CPU kinds (AVX2, AVX-512, AMX), so hashes are comparable only between runs on one kind; the file
+records the CPU it was made on and ``--compare`` refuses another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from phaseguard.config import load_config
+from phaseguard.train import load_checkpoint, train
+
+BASE = [
+    "data.name=fashion-mnist",
+    "data.train_size=384",
+    "data.val_per_class=4",
+    "model.name=smallcnn",
+    "model.kwargs.width=8",
+    "attack.eps=0.1",
+    "attack.step=0.05",
+    "attack.steps=2",
+    "schedule.name=onecycle",
+    "optim.lr=0.05",
+    "train.epochs=2",
+    "train.batch_size=64",
+    "train.val_attack_steps=2",
+    "train.progress=false",
+    "train.threads=2",
+    "train.precision=fp32",
+    "train.channels_last=false",
+]
+DAT = ["method.name=dat", "method.eaeg_steps=2"]
+CASES: dict[str, list[str]] = {
+    "standard": ["method.name=standard"],
+    "pgd_at": ["method.name=pgd_at"],
+    "trades": ["method.name=trades"],
+    "mart": ["method.name=mart"],
+    "dat": DAT,
+    "dat_joint": [*DAT, "method.generator_update=joint"],
+    "dat_awp": [*DAT, "awp.enabled=true"],
+    "dat_ema": [*DAT, "averaging.name=ema", "averaging.ema_decay=0.9"],
+}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def tensors_digest(tree: object, h: hashlib._Hash | None = None) -> str:
+    """SHA-256 over every tensor in a nested dict/list (keys sorted), names and bytes."""
+    h = h or hashlib.sha256()
+    if isinstance(tree, dict):
+        for key in sorted(tree, key=str):
+            h.update(str(key).encode())
+            tensors_digest(tree[key], h)
+    elif isinstance(tree, list | tuple):
+        for item in tree:
+            tensors_digest(item, h)
+    elif isinstance(tree, torch.Tensor):
+        h.update(tree.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_case(overrides: list[str], out: Path) -> str:
+    train(load_config(None, [*BASE, *overrides]), out)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    return tensors_digest({k: state[k] for k in ("model", "eval_model", "method")})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="write the hashes to this JSON file")
+    parser.add_argument("--compare", help="JSON file of earlier hashes (same CPU kind) to check")
+    parser.add_argument("--cases", help="comma-separated subset of: " + ",".join(CASES))
+    args = parser.parse_args()
+    names = args.cases.split(",") if args.cases else list(CASES)
+    result = {"cpu": cpu_model(), "torch": torch.__version__, "hashes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            result["hashes"][name] = run_case(CASES[name], Path(tmp) / name)
+            print(f"{name:<10} {result['hashes'][name]}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if not args.compare:
+        return 0
+    before = json.loads(Path(args.compare).read_text())
+    if (before["cpu"], before["torch"]) != (result["cpu"], result["torch"]):
+        print(f"cannot compare: made on {before['cpu']} / torch {before['torch']}")
+        return 2
+    changed = [n for n in names if before["hashes"].get(n) != result["hashes"][n]]
+    print("all identical" if not changed else f"CHANGED: {', '.join(changed)}")
+    return 1 if changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
