@@ -4,11 +4,13 @@ from numbers.
 
     python -m benchmarks.bench_precision [--model smallcnn] [--method pgd_at] [--batch 128]
                                           [--iters 3] [--repeats 3] [--threads 2] [--compile]
-                                          [--device cpu]
+                                          [--precisions fp32,bf16] [--device cpu]
 
 Each variant runs ``training_step`` of the method on the same real images; the table gives the
-median seconds per iteration, the speed-up over fp32 NCHW, the first call's seconds (for
-compiled variants: compilation) and the peak memory of one iteration.
+median seconds per iteration, the speed-up over the first variant (fp32 NCHW), the first call's
+seconds (for compiled variants: compilation) and the peak memory of one iteration. The header
+names the CPU (or GPU), whether it computes bf16 natively (the probe behind
+``train.precision: auto``) and what ``auto`` resolves to there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import time
 import torch
 
 from benchmarks.common import images, method_step, peak_memory_mb, synchronize, timed
+from phaseguard.config import Config
+from phaseguard.hardware import device_name, native_bf16
+from phaseguard.train.precision import resolve_speed_settings
 
 
 def main() -> None:
@@ -31,6 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile variants")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -39,7 +45,7 @@ def main() -> None:
     names = [
         (p, cl, c)
         for c in ([False, True] if args.compile else [False])
-        for p in ("fp32", "bf16")
+        for p in args.precisions.split(",")
         for cl in (False, True)
     ]
     steps = {n: method_step(args.model, {"name": args.method}, x, y, *n) for n in names}
@@ -56,7 +62,12 @@ def main() -> None:
             times[n].append(timed(step, args.iters, device))
     peak = {n: peak_memory_mb(step, device) for n, step in steps.items()}
     base = statistics.median(times[names[0]])
-    print(f"{args.method}, {args.model}, batch {args.batch}, {device}, {args.threads} threads")
+    _, auto, _ = resolve_speed_settings(Config(), device)
+    print(
+        f"{device_name(device)}: native bf16 {native_bf16(device)}; auto: {', '.join(auto)}\n"
+        f"{args.method}, {args.model}, batch {args.batch}, {device}, {args.threads} threads, "
+        f"torch {torch.__version__}"
+    )
     print(
         f"{'precision':<10}{'layout':<15}{'compile':<9}{'s/iter':>8}{'speed-up':>10}"
         f"{'first s':>9}{'peak MiB':>10}"

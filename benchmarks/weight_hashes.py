@@ -3,7 +3,7 @@
 A refactor or speed-up of a method, an attack or the trainer must leave these unchanged (a change
 of behaviour is a new option, default off)::
 
-    python -m benchmarks.weight_hashes --out /tmp/after.json [--compare benchmarks/weight_hashes.json]
+    python -m benchmarks.weight_hashes [--out FILE] [--compare benchmarks/weight_hashes.json]
 
 Each case trains 2 epochs of 384 real Fashion-MNIST images (small net, width 8, batch 64) in
 fp32, NCHW, 2 threads, seed 0, and hashes (SHA-256) every tensor of the last checkpoint: the

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .cpu_memory import keep_freed_memory
 from .errors import PhaseguardError
+from .hardware import configure_threads
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_freed_memory()
     try:
+        configure_threads()  # the cores this process may use (training: train.threads wins)
         args.func(args)
     except PhaseguardError as exc:
         print(f"phaseguard: error: {exc}", file=sys.stderr)

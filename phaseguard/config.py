@@ -109,11 +109,17 @@ class TrainConfig:
 
     epochs: int = 110
     batch_size: int = 128  # global batch (split across DDP ranks)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    # auto: bf16 where the device computes it natively, fp16 on older CUDA GPUs, else fp32;
+    # auto layout: channels_last on CPU and under CUDA autocast (phaseguard/train/precision.py).
+    # A run's config.yaml holds the resolved values, so a resumed run keeps them.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
+    # torch.compile the classifier (training forwards and the attacks alike): true (inductor),
+    # false, or a torch.compile backend name ("aot_eager", "cudagraphs", ...)
+    compile: bool | str = False
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN pick its fastest kernels (fixed input sizes)
     device: str = "auto"  # auto: cuda if available, else cpu
-    threads: int | None = None  # torch.set_num_threads on CPU
+    threads: int | None = None  # CPU threads (None: the cores this process may use)
     seed: int = 0
     val_attack_steps: int = 20  # PGD steps of the per-epoch validation
     progress: bool = True
@@ -174,7 +180,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0])
+        first, *rest = errors
+        raise ConfigError("; or ".join([first, *(e.removeprefix(f"{key}: ") for e in rest)]))
     if origin is Literal:
         if value not in args:
             choices = ", ".join(map(str, args))

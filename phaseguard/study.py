@@ -149,11 +149,17 @@ def _trained(run: RunDir, cfg: Config) -> bool:
 
 
 def _config(study_run: StudyRun, run: RunDir) -> Config:
-    """The run's config; refused when the folder was trained with another one."""
+    """The run's config (with the precision and layout the run resolved when it started);
+    refused when the folder was trained with another one."""
     from .train import resume_config
+    from .train.precision import adopt_resolved
 
     cfg = study_run.load()
-    if run.has_checkpoint() and resume_config(run.root).to_dict() != cfg.to_dict():
+    if not run.has_checkpoint():
+        return cfg
+    stored = resume_config(run.root)
+    cfg = adopt_resolved(cfg, stored)
+    if stored.to_dict() != cfg.to_dict():
         raise ConfigError(
             f"{run.root} was trained with another config than the study now asks for; "
             "remove that folder or use another --out"

@@ -35,8 +35,8 @@ class MethodContext:
     """What a method may use besides its options.
 
     ``model`` is what the training loss runs through (DDP-wrapped when distributed); ``net`` is
-    the bare classifier, used by attacks and by eval-mode forwards, which must not go through
-    DDP's gradient synchronisation.
+    the classifier without DDP (compiled when ``train.compile`` is on), used by attacks and by
+    eval-mode forwards, which must not go through DDP's gradient synchronisation.
     """
 
     model: nn.Module
@@ -69,6 +69,12 @@ class Method:
     def wants_split_bn(cls, options: Any) -> bool:
         """Whether the classifier needs split BN with these options (DAT does)."""
         return False
+
+    @classmethod
+    def supports_fp16(cls, options: Any) -> bool:
+        """Whether the method trains correctly under fp16 autocast with the trainer's gradient
+        scaler (the trainer refuses fp16, and ``precision: auto`` avoids it, when not)."""
+        return True
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
         """Everything of a batch the loss needs, from the un-augmented x [B,C,H,W] in [0,1]

@@ -40,7 +40,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from ..attacks import TradesKL, frozen_parameters
-from ..errors import ConfigError
 from ..generator import AmplitudeGenerator
 from ..models import bn_branch
 from ..spectrum import decompose, mix_amplitude, recompose
@@ -134,6 +133,11 @@ class DAT(Method):
     def wants_split_bn(cls, options: DATOptions) -> bool:
         return options.split_bn and options.mixed_branch
 
+    @classmethod
+    def supports_fp16(cls, options: DATOptions) -> bool:
+        # the joint backward would scale G's gradients with the classifier's gradient scaler
+        return options.generator_update != "joint"
+
     def __init__(self, ctx: MethodContext, options: DATOptions) -> None:
         super().__init__(ctx, options)
         o, a = options, ctx.attack
@@ -149,9 +153,6 @@ class DAT(Method):
             norm=a.norm,
         )
         self.uses_generator = o.mixed_branch and o.mixup and o.amplitude == "generator"
-        if o.generator_update == "joint" and ctx.precision == "fp16":
-            # the joint backward would scale G's gradients with the classifier's grad scaler
-            raise ConfigError("method.generator_update=joint needs fp32 or bf16, not fp16")
         self.generator = AmplitudeGenerator(
             ctx.num_classes, ctx.image_shape, o.z_dim, o.generator_bn_eps
         ).to(ctx.device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ..config import Config, apply_overrides, config_from_dict
 from ..data import BatchLoader, Dataset, load_dataset, split_validation
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluate import predict_correct
+from ..hardware import configure_threads, device_name
 from ..methods import (
     Batch,
     Method,
@@ -44,7 +46,7 @@ from .awp import AWP
 from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .logger import RunLogger
-from .precision import autocast, check_precision, make_scaler
+from .precision import autocast, make_scaler, resolve_speed_settings
 from .schedule import lr_factor
 
 
@@ -132,7 +134,6 @@ class Trainer:
     """Builds data, model, method and optimiser from a config and trains into a run folder."""
 
     def __init__(self, cfg: Config, out: str | Path, resume: bool = False) -> None:
-        self.cfg = cfg
         self.run = RunDir(Path(out))
         if not resume and self.run.has_checkpoint():
             raise ConfigError(
@@ -140,13 +141,12 @@ class Trainer:
                 " or choose another --out"
             )
         self.device = resolve_device(cfg.train.device)
-        check_precision(cfg.train.precision, self.device)
+        stored = resume_config(self.run.root) if resume and self.run.config.is_file() else None
+        self.cfg = cfg = self._resolve_for_device(cfg, stored)
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        if cfg.train.threads and self.device.type == "cpu":
-            torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
 
         self.data = self._build_data()
@@ -154,15 +154,15 @@ class Trainer:
         self.net = build_model(cfg, ds.num_classes, ds.image_shape[0]).to(self.device)
         if cfg.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.model: nn.Module = self.net
-        if cfg.train.compile:
-            self.model = torch.compile(self.net)
+        # what every forward calls, the attacks' included: compiled when asked for
+        self.compiled = _compiled(self.net, cfg.train.compile)
+        self.model: nn.Module = self.compiled
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         ctx = MethodContext(
             model=self.model,
-            net=self.net,
+            net=self.compiled,
             attack=cfg.attack,
             num_classes=ds.num_classes,
             image_shape=ds.image_shape,
@@ -196,6 +196,20 @@ class Trainer:
             self._restore()
 
     # -- setup -----------------------------------------------------------------------------
+    def _resolve_for_device(self, cfg: Config, stored: Config | None) -> Config:
+        """``cfg`` with its precision and layout resolved for this device (a resumed run keeps
+        the values it resolved when it started), threads set; notes what was chosen."""
+        fp16_ok = method_class(cfg.method["name"]).supports_fp16(method_options(cfg.method))
+        cfg, notes, warning = resolve_speed_settings(cfg, self.device, fp16_ok, stored)
+        if self.device.type == "cpu":
+            notes.append(configure_threads(cfg.train.threads))
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+            notes.append(f"cudnn.benchmark {'on' if cfg.train.cudnn_benchmark else 'off'}")
+        self.setup_line = f"{self.device} ({device_name(self.device)}): {', '.join(notes)}"
+        self.warning = warning
+        return cfg
+
     def _build_data(self) -> _Data:
         cfg = self.cfg
         ds = load_dataset(cfg.data.name, cfg.data.root)
@@ -285,6 +299,9 @@ class Trainer:
         cfg = self.cfg
         logger = None
         if self.dist.is_main:
+            print(self.setup_line, flush=True)
+            if self.warning:
+                print(f"phaseguard: warning: {self.warning}", file=sys.stderr, flush=True)
             self.run.root.mkdir(parents=True, exist_ok=True)
             self.run.config.write_text(cfg.to_yaml())
             logger = RunLogger(self.run.log_csv, self.run.tensorboard)
@@ -374,7 +391,7 @@ class Trainer:
     @property
     def eval_net(self) -> nn.Module:
         """The classifier validation and checkpoints evaluate: the averaged one when on."""
-        return self.averager.model if self.averager and self.averager.ready else self.net
+        return self.averager.model if self.averager and self.averager.ready else self.compiled
 
     def _check_finite(self, first_bad: torch.Tensor) -> None:
         bad = int(first_bad)
@@ -424,6 +441,17 @@ class Trainer:
 
     def close(self) -> None:
         shutdown(self.dist)
+
+
+def _compiled(net: nn.Module, compile: bool | str) -> nn.Module:
+    """``net`` itself (compile false), or compiled with inductor (true) or the named backend."""
+    if compile is False:
+        return net
+    backend = "inductor" if compile is True else compile
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ConfigError(f"train.compile={backend!r} is not a torch.compile backend ({known})")
+    return torch.compile(net, backend=backend)
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False) -> TrainResult:
