@@ -4,7 +4,7 @@ from numbers.
 
     python -m benchmarks.bench_precision [--model smallcnn] [--method pgd_at] [--batch 128]
                                           [--iters 3] [--repeats 3] [--threads 2] [--compile]
-                                          [--precisions fp32,bf16] [--device cpu]
+                                          [--precisions fp32,bf16] [--width W] [--device cpu]
 
 Each variant runs ``training_step`` of the method on the same real images; the table gives the
 median seconds per iteration, the speed-up over the first variant (fp32 NCHW), the first call's
@@ -24,6 +24,7 @@ import torch
 from benchmarks.common import images, method_step, peak_memory_mb, synchronize, timed
 from phaseguard.config import Config
 from phaseguard.hardware import device_name, native_bf16
+from phaseguard.models import create_model
 from phaseguard.train.precision import resolve_speed_settings
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile variants")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
+    parser.add_argument("--width", type=int, help="the small net's width (default 32)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,7 +50,8 @@ def main() -> None:
         for p in args.precisions.split(",")
         for cl in (False, True)
     ]
-    steps = {n: method_step(args.model, {"name": args.method}, x, y, *n) for n in names}
+    kwargs = {"width": args.width} if args.width else {}
+    steps = {n: method_step(args.model, {"name": args.method}, x, y, *n, **kwargs) for n in names}
     first: dict[tuple, float] = {}
     for n, step in steps.items():  # warm-up (and compilation)
         synchronize(device)
@@ -62,10 +65,12 @@ def main() -> None:
             times[n].append(timed(step, args.iters, device))
     peak = {n: peak_memory_mb(step, device) for n, step in steps.items()}
     base = statistics.median(times[names[0]])
-    _, auto, _ = resolve_speed_settings(Config(), device)
+    net = create_model(args.model, 10, x.shape[1], **kwargs)
+    _, auto, _ = resolve_speed_settings(Config(), device, net)
     print(
         f"{device_name(device)}: native bf16 {native_bf16(device)}; auto: {', '.join(auto)}\n"
-        f"{args.method}, {args.model}, batch {args.batch}, {device}, {args.threads} threads, "
+        f"{args.method}, {args.model} {kwargs or ''}, batch {args.batch}, {device}, "
+        f"{args.threads} threads, "
         f"torch {torch.__version__}"
     )
     print(

@@ -52,14 +52,16 @@ def method_step(
     channels_last: bool = False,
     compiled: bool = False,
     one_backward: bool = False,
+    **model_kwargs: object,
 ) -> Callable[[], object]:
     """One training iteration of the method ``section`` (``training_step``, what training runs)
     on a fresh model (seed 0) of architecture ``model``, on the device of ``x``.
     ``one_backward``: one backward of the whole loss (``Method.loss_and_backward``'s default)
-    even where the method takes it in pieces (DAT), to measure what the pieces save."""
+    even where the method takes it in pieces (DAT), to measure what the pieces save.
+    ``model_kwargs`` go to the model's builder (e.g. ``width`` of the small net)."""
     split = method_class(section["name"]).wants_split_bn(method_options(section))
     torch.manual_seed(0)
-    net = create_model(model, 10, x.shape[1], split_bn=split).to(x.device)
+    net = create_model(model, 10, x.shape[1], split_bn=split, **model_kwargs).to(x.device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ import torch
 
 from phaseguard.config import load_config
 from phaseguard.errors import CheckpointError, ConfigError, TrainingError
+from phaseguard.models import create_model
 from phaseguard.train import Trainer, load_checkpoint, save_checkpoint, train
 from phaseguard.train.precision import resolve_speed_settings
 from tests.conftest import tiny_config
@@ -31,9 +32,10 @@ def _assert_same_weights(a, b):
 
 def test_run_folder_holds_config_log_checkpoints(tiny_run):
     # the config with precision and layout resolved for this machine
-    resolved, _, _ = resolve_speed_settings(tiny_config(), torch.device("cpu"))
+    net = create_model("smallcnn", 10, 1, width=8)
+    resolved, _, _ = resolve_speed_settings(tiny_config(), torch.device("cpu"), net)
     assert load_config(tiny_run / "config.yaml") == resolved
-    assert resolved.train.precision in ("bf16", "fp32") and resolved.train.channels_last is True
+    assert resolved.train.precision in ("bf16", "fp32") and resolved.train.channels_last is False
     with (tiny_run / "log.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]

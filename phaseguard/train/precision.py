@@ -3,12 +3,15 @@ CUDA) or fp16 autocast with a gradient scaler (CUDA).
 
 ``train.precision: auto`` (the default) resolves to bf16 where the device computes bf16
 natively (:func:`phaseguard.hardware.native_bf16`), to fp16 with the gradient scaler on CUDA
-GPUs without it, and to fp32 everywhere else. ``train.channels_last: auto`` resolves to
-channels_last on CPU (oneDNN's convolutions are faster in it: a PGD-AT iteration of the small
-net and of ResNet-18 1.04-1.24x in fp32, on an AMX CPU and with oneDNN limited to AVX2, and
-1.17-2.2x in bf16 on AMX; benchmarks/README.md) and on CUDA under autocast (tensor cores work in
-NHWC), NCHW for fp32 on CUDA (not measured here). The run writes the resolved values into its
-``config.yaml``, so a resumed run keeps them on any machine. Evaluation always runs in fp32.
+GPUs without it, and to fp32 everywhere else. ``train.channels_last: auto`` resolves, on CPU, to
+channels_last when every convolution of the model has at least :data:`MIN_CHANNELS_LAST` output
+channels, NCHW otherwise: oneDNN's channels_last kernels vectorise over channels, and measured
+training iterations (benchmarks/README.md) were 1.04-1.49x faster in channels_last for nets
+whose narrowest convolution has 16 to 64 channels (the small net at widths 16 and 32, ResNet-18),
+and 0.91-1.04x as fast (on par in fp32, slower in bf16) for the small net at width 8, on an AMX
+CPU and with oneDNN limited to AVX2. On CUDA it resolves to channels_last under autocast (tensor
+cores work in NHWC), NCHW for fp32 (not measured here). The run writes the resolved values into
+its ``config.yaml``, so a resumed run keeps them on any machine. Evaluation always runs in fp32.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..config import Config
 from ..errors import ConfigError
 from ..hardware import native_bf16
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Output channels every convolution needs for ``channels_last: auto`` to choose it on CPU.
+MIN_CHANNELS_LAST = 16
 
 
 @dataclass(frozen=True)
@@ -68,13 +74,25 @@ def emulation_warning(precision: str, device: torch.device) -> str | None:
     return f"train.precision=bf16 is emulated on this {device.type} device and runs slowly"
 
 
-def resolve_channels_last(requested: str | bool, device: torch.device, precision: str) -> Resolved:
+def narrowest_convolution(model: nn.Module) -> int | None:
+    """The fewest output channels of any 2-d convolution in ``model`` (None: it has none)."""
+    return min((m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)), default=None)
+
+
+def resolve_channels_last(
+    requested: str | bool, device: torch.device, precision: str, model: nn.Module
+) -> Resolved:
     """Whether the model and batches use channels_last: ``requested`` when true or false, and
-    for "auto" the measured or documented faster layout (see the module's docstring)."""
+    for "auto" the layout measured or documented faster for ``model`` (see the module)."""
     if requested != "auto":
         return Resolved(bool(requested), "as configured")
     if device.type == "cpu":
-        return Resolved(True, "faster convolutions on CPU")
+        narrowest = narrowest_convolution(model)
+        if narrowest is None:
+            return Resolved(False, "no convolutions")
+        if narrowest < MIN_CHANNELS_LAST:
+            return Resolved(False, f"convolutions of {narrowest} channels are no faster in it")
+        return Resolved(True, f"convolutions of >= {MIN_CHANNELS_LAST} channels on CPU")
     if device.type == "cuda":
         if precision in _DTYPES:
             return Resolved(True, f"tensor cores under {precision}")
@@ -94,11 +112,16 @@ def adopt_resolved(cfg: Config, stored: Config) -> Config:
 
 
 def resolve_speed_settings(
-    cfg: Config, device: torch.device, fp16_ok: bool = True, stored: Config | None = None
+    cfg: Config,
+    device: torch.device,
+    model: nn.Module,
+    fp16_ok: bool = True,
+    stored: Config | None = None,
 ) -> tuple[Config, list[str], str | None]:
-    """``cfg`` with precision and channels_last resolved for ``device`` (``stored``: a resumed
-    run's config, whose values win over "auto"); a note per choice; a warning line or None."""
-    kept = ()
+    """``cfg`` with precision and channels_last resolved for ``device`` and ``model``
+    (``stored``: a resumed run's config, whose values win over "auto"); a note per choice; a
+    warning line or None."""
+    kept: list[str] = []
     if stored is not None:
         kept = [f for f in AUTO_FIELDS if getattr(cfg.train, f) == "auto"]
         cfg = adopt_resolved(cfg, stored)
@@ -108,7 +131,7 @@ def resolve_speed_settings(
             f"method {cfg.method['name']} cannot train in fp16 with these options; "
             "use auto, bf16 or fp32"
         )
-    layout = resolve_channels_last(cfg.train.channels_last, device, precision.value)
+    layout = resolve_channels_last(cfg.train.channels_last, device, precision.value, model)
     at_start = "as resolved when the run started"
     if "precision" in kept:
         precision = Resolved(precision.value, at_start)

@@ -140,9 +140,8 @@ class Trainer:
                 f"{self.run.root} already holds a run; continue it with --resume {self.run.root}"
                 " or choose another --out"
             )
+        self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
-        stored = resume_config(self.run.root) if resume and self.run.config.is_file() else None
-        self.cfg = cfg = self._resolve_for_device(cfg, stored)
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -152,8 +151,11 @@ class Trainer:
         self.data = self._build_data()
         ds = self.data.dataset
         self.net = build_model(cfg, ds.num_classes, ds.image_shape[0]).to(self.device)
+        stored = resume_config(self.run.root) if resume and self.run.config.is_file() else None
+        self.cfg = cfg = self._resolve_for_device(cfg, stored)
         if cfg.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+            self.data.train.channels_last = True
         # what every forward calls, the attacks' included: compiled when asked for
         self.compiled = _compiled(self.net, cfg.train.compile)
         self.model: nn.Module = self.compiled
@@ -197,10 +199,10 @@ class Trainer:
 
     # -- setup -----------------------------------------------------------------------------
     def _resolve_for_device(self, cfg: Config, stored: Config | None) -> Config:
-        """``cfg`` with its precision and layout resolved for this device (a resumed run keeps
-        the values it resolved when it started), threads set; notes what was chosen."""
+        """``cfg`` with its precision and layout resolved for this device and model (a resumed
+        run keeps the values it resolved when it started), threads set; notes what was chosen."""
         fp16_ok = method_class(cfg.method["name"]).supports_fp16(method_options(cfg.method))
-        cfg, notes, warning = resolve_speed_settings(cfg, self.device, fp16_ok, stored)
+        cfg, notes, warning = resolve_speed_settings(cfg, self.device, self.net, fp16_ok, stored)
         if self.device.type == "cpu":
             notes.append(configure_threads(cfg.train.threads))
         elif self.device.type == "cuda":
@@ -240,7 +242,6 @@ class Trainer:
             device=self.device,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
-            channels_last=cfg.train.channels_last,
             yield_raw=True,
         )
         if len(loader) == 0:
