@@ -7,7 +7,7 @@ Every method runs ``phaseguard.train.trainer.training_step`` (exactly what train
 same model architecture, the same real Fashion-MNIST images (tiled to 3x32x32 for the CIFAR
 models), batch and precision; methods are interleaved over ``--repeats`` rounds and the median
 seconds per iteration are reported. Attack settings: eps 8/255, step 2/255, 10 steps for
-PGD-AT/TRADES/MART, DAT's EAEG 5 steps (SPEC defaults).
+PGD-AT/TRADES/MART, DAT's EAEG 5 steps (docs/dat.md section 4).
 
 Efficiency: the time an iteration's forward and backward passes need on their own, from the
 pass counts below and a timed forward, input-only backward and training forward+backward of the

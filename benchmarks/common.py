@@ -9,17 +9,11 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from phaseguard.config import AttackConfig
+from phaseguard.build import build_method, build_model
+from phaseguard.config import AttackConfig, Config, ModelConfig
 from phaseguard.cpu_memory import keep_freed_memory
 from phaseguard.data import load_dataset
-from phaseguard.methods import (
-    Method,
-    MethodContext,
-    create_method,
-    method_class,
-    method_options,
-)
-from phaseguard.models import create_model
+from phaseguard.methods import Method
 from phaseguard.train.precision import make_scaler
 from phaseguard.train.trainer import training_step
 
@@ -59,23 +53,14 @@ def method_step(
     ``one_backward``: one backward of the whole loss (``Method.loss_and_backward``'s default)
     even where the method takes it in pieces (DAT), to measure what the pieces save.
     ``model_kwargs`` go to the model's builder (e.g. ``width`` of the small net)."""
-    split = method_class(section["name"]).wants_split_bn(method_options(section))
+    cfg = Config(model=ModelConfig(name=model, kwargs=model_kwargs), attack=ATTACK, method=section)
     torch.manual_seed(0)
-    net = create_model(model, 10, x.shape[1], split_bn=split, **model_kwargs).to(x.device)
+    net = build_model(cfg, 10, x.shape[1]).to(x.device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    net_or_compiled = torch.compile(net) if compiled else net
-    ctx = MethodContext(
-        model=net_or_compiled,
-        net=net,
-        attack=ATTACK,
-        num_classes=10,
-        image_shape=tuple(x.shape[1:]),
-        device=x.device,
-        precision=precision,
-    )
-    method = create_method(section, ctx)
+    net_or_compiled = torch.compile(net) if compiled else net  # as the trainer: attacks too
+    method = build_method(cfg, net_or_compiled, 10, tuple(x.shape[1:]), precision=precision)
     if one_backward:
         method.loss_and_backward = partial(Method.loss_and_backward, method)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)

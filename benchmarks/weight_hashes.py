@@ -17,15 +17,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from phaseguard.checkpoint import load_checkpoint
 from phaseguard.config import load_config
-from phaseguard.train import load_checkpoint, train
+from phaseguard.hardware import cpu_name
+from phaseguard.train import train
 
 BASE = [
     "data.name=fashion-mnist",
@@ -59,17 +60,6 @@ CASES: dict[str, list[str]] = {
 }
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def tensors_digest(tree: object, h: hashlib._Hash | None = None) -> str:
     """SHA-256 over every tensor in a nested dict/list (keys sorted), names and bytes."""
     h = h or hashlib.sha256()
@@ -98,7 +88,7 @@ def main() -> int:
     parser.add_argument("--cases", help="comma-separated subset of: " + ",".join(CASES))
     args = parser.parse_args()
     names = args.cases.split(",") if args.cases else list(CASES)
-    result = {"cpu": cpu_model(), "torch": torch.__version__, "hashes": {}}
+    result = {"cpu": cpu_name(), "torch": torch.__version__, "hashes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             result["hashes"][name] = run_case(CASES[name], Path(tmp) / name)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .attacks import build_attack
 from .errors import DataError
-from .evaluate import as_unit_float, predict_correct
+from .predict import as_unit_float, predict_correct
 from .spectrum import decompose, recompose
 
 
@@ -53,7 +53,7 @@ def hybrid_images(x: Tensor, partner: Tensor, batch_size: int | None = None) -> 
     """Hybrid i = ``recompose(amplitude of x[partner[i]], phase of x[i])``.
 
     x: images [N, C, H, W], float in [0, 1] (uint8 is converted with
-    :func:`~phaseguard.evaluate.as_unit_float`); partner: int64 indices into x, [N]. Returns
+    :func:`~phaseguard.predict.as_unit_float`); partner: int64 indices into x, [N]. Returns
     float32 [N, C, H, W] in [0, 1] (:func:`~phaseguard.spectrum.recompose` clamps) on x's device.
     ``batch_size`` bounds how many images are transformed at once (all of them when None).
     """

@@ -81,8 +81,8 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    from .build import resolve_device
     from .report import write_report
-    from .train.trainer import resolve_device
 
     out = write_report(
         [Path(p) for p in args.runs],
@@ -91,6 +91,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
         eps_n=args.eps_n,
         device=resolve_device(args.device),
         log=lambda line: print(line, file=sys.stderr),
+        eps_attack=args.eps_attack,
     )
     print(f"wrote {out}")
 
@@ -134,7 +135,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    from .attacks import list_attacks
+    from .attacks import list_eval_attacks
     from .data import list_datasets
     from .methods import list_methods
     from .models import list_models
@@ -142,13 +143,15 @@ def _cmd_list(args: argparse.Namespace) -> None:
     listing = {
         "models": list_models,
         "methods": list_methods,
-        "attacks": lambda: ["natural", *list_attacks(), "aa"],
+        "attacks": list_eval_attacks,
         "datasets": list_datasets,
     }
     print("\n".join(listing[args.what]()))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attacks import list_eval_attacks
+
     parser = argparse.ArgumentParser(
         prog="phaseguard",
         description="Adversarially robust image classifiers: DAT and its baselines, "
@@ -165,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run or checkpoint under attack, write eval.json")
     p.add_argument("target", help="run folder, .pt checkpoint or .safetensors export")
-    p.add_argument("--attacks", help="comma-separated: natural,fgsm,pgd20,pgd100,cw,aa")
+    p.add_argument(
+        "--attacks",
+        help=f"comma-separated, from {','.join(list_eval_attacks())} (default: the run's "
+        "eval.attacks)",
+    )
     p.add_argument("--n", type=int, help="evaluate the first n test images")
     p.add_argument("--eps", type=float, help="perturbation budget (default: the run's)")
     p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
@@ -208,9 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="test images of the robust-accuracy-against-eps curve (500)",
     )
     p.add_argument(
+        "--eps-attack",
+        default="pgd20",
+        help=f"attack of that curve, one of {','.join(list_eval_attacks())} (pgd20)",
+    )
+    p.add_argument(
         "--no-eps-curve",
         action="store_true",
-        help="skip that curve (PGD-20 at 0-1.5 x the run's eps, cached in RUN_DIR/eps_curve.json)",
+        help="skip that curve (the attack at 0-1.5 x the run's eps, cached in "
+        "RUN_DIR/eps_curve.json)",
     )
     p.add_argument("--device", default="auto", help="device of the attacks and the DAT figure")
     p.set_defaults(func=_cmd_report)

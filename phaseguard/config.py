@@ -47,7 +47,7 @@ class ModelConfig:
 
 @dataclass
 class AttackConfig:
-    """Threat model and the training attack (SPEC section 4 defaults)."""
+    """Threat model and the training attack (docs/dat.md section 4 defaults)."""
 
     norm: Literal["linf", "l2"] = "linf"
     eps: float = 8 / 255
@@ -57,7 +57,7 @@ class AttackConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD for the classifier (SPEC section 8)."""
+    """SGD for the classifier (docs/dat.md section 8)."""
 
     lr: float = 0.1
     momentum: float = 0.9
@@ -127,12 +127,11 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """What ``phaseguard eval`` runs by default (SPEC section 9)."""
+    """What ``phaseguard eval`` runs by default (docs/dat.md section 9)."""
 
     attacks: list[str] = field(default_factory=lambda: ["natural", "pgd20"])
     n: int = 1000  # first n test images
     batch_size: int = 256
-    checkpoint: Literal["best", "last"] = "best"
 
 
 @dataclass
@@ -260,9 +259,28 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
+#: Keys that were removed from a section but that configs written earlier hold (every run
+#: folder's ``config.yaml`` and every checkpoint lists all keys); none ever had an effect, so
+#: they are dropped on reading and old runs still load.
+RETIRED_KEYS: dict[str, tuple[str, ...]] = {"eval": ("checkpoint",)}
+
+
+def _without_retired_keys(tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` less the :data:`RETIRED_KEYS` (a copy where one is present)."""
+    if not isinstance(tree, dict):
+        return tree  # build_dataclass names the error
+    out = dict(tree)
+    for section, keys in RETIRED_KEYS.items():
+        values = out.get(section)
+        if isinstance(values, dict) and any(key in values for key in keys):
+            out[section] = {k: v for k, v in values.items() if k not in keys}
+    return out
+
+
 def config_from_dict(tree: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a nested mapping."""
-    cfg = build_dataclass(Config, tree, "")
+    """Build and validate a :class:`Config` from a nested mapping (:data:`RETIRED_KEYS`
+    ignored)."""
+    cfg = build_dataclass(Config, _without_retired_keys(tree), "")
     cfg.method = {"name": Config().method["name"], **cfg.method}
     return cfg
 

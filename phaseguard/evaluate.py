@@ -1,9 +1,11 @@
 """Robust evaluation: attacks and AutoAttack on the first n test images, written as JSON.
 
-``evaluate`` runs the named attacks (SPEC section 9) on one model, records per attack the robust
-accuracy, the count and the seconds, the per-sample worst case over every attack run, a
-RobustBench-style entry, and sanity checks that flag the usual signs of a broken evaluation or of
-gradient masking. The model is always evaluated in eval mode (main BN branch).
+``evaluate`` runs the named evaluation attacks (docs/dat.md section 9; the registry of
+:mod:`phaseguard.attacks.evaluation`) on one model, records per attack the robust accuracy, the
+count and the seconds, the per-sample worst case over every attack run, a RobustBench-style
+entry, and sanity checks that flag the usual signs of a broken evaluation or of gradient
+masking; the checks follow from each attack's registered properties. The model is always
+evaluated in eval mode (main BN branch).
 """
 
 from __future__ import annotations
@@ -19,45 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import PGD, attack_mode, build_attack, list_attacks, run_autoattack
-from .errors import ConfigError
+from .attacks import NATURAL, PGD, EvalAttack, EvalTask, attack_mode, eval_attack
+from .attacks.autoattack import AA_BLACK_BOX
+from .predict import as_unit_float, predict_correct
 
+#: The entry RobustBench's ``autoattack_acc`` reports.
 AUTOATTACK = "aa"
-
-
-def as_unit_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images become float32 in [0, 1]; float images are returned as float32."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-
-
-def predict_correct(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """Which images the model classifies correctly, after ``attack`` if one is given.
-
-    x: uint8 [N,C,H,W] (or float in [0,1]); y: int64 [N]. Returns bool [N] on the CPU. The
-    model is put in eval mode for the forward and its mode restored.
-    """
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, len(y), batch_size):
-            xb = x[start : start + batch_size].to(device)
-            xb = as_unit_float(xb)
-            yb = y[start : start + batch_size].to(device)
-            if attack is not None:
-                xb = attack(xb, yb)
-            with torch.no_grad():
-                out.append((model(xb).argmax(1) == yb).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
 @dataclass
@@ -92,7 +61,7 @@ class EvalReport:
 
     @property
     def clean_accuracy(self) -> float | None:
-        natural = self.attacks.get("natural")
+        natural = self.attacks.get(NATURAL)
         return natural.accuracy if natural else None
 
     def robustbench(self) -> dict[str, Any]:
@@ -145,28 +114,66 @@ def _zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) 
     return (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
 
 
-def _sanity_checks(
+def _black_box_check(label: str, broken: int, white_box: str) -> SanityCheck:
+    """``broken`` images a black-box attack ``label`` broke that ``white_box`` left correct."""
+    return SanityCheck(
+        "black-box attack finds nothing the white-box ones missed",
+        broken == 0,
+        f"{label} broke {broken} images that {white_box} left correct"
+        + (" (gradient masking?)" if broken else ""),
+    )
+
+
+def _ceiling_check(
+    check: str, entry: EvalAttack, ok: torch.Tensor, other: EvalAttack, other_ok: torch.Tensor
+) -> SanityCheck:
+    """``entry`` (correct where ``ok``, bool [N]) scores at most ``other`` (``other_ok``)."""
+    hits, limit = int(ok.sum()), int(other_ok.sum())
+    # randomised attacks draw different random starts: a few images near the boundary go either way
+    slack = max(1, len(ok) // 200) if entry.randomized or other.randomized else 0
+    return SanityCheck(
+        check,
+        hits <= limit + slack,
+        f"{entry.label} {hits} vs {other.label} {limit} correct"
+        + (f" (random starts: {slack} allowed)" if slack else ""),
+    )
+
+
+def sanity_checks(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    report: EvalReport,
     correct: dict[str, torch.Tensor],
-    batch_size: int,
-    device: torch.device,
+    entries: dict[str, EvalAttack],
+    breakdown: dict[str, int] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> list[SanityCheck]:
+    """The usual signs of a broken evaluation or of gradient masking, checked on one model.
+
+    x: the evaluated images, uint8 [N, C, H, W] or float in [0, 1]; y: int64 [N].
+    correct: per attack run, bool [N] (True where the model stayed correct); entries: the
+    registered :class:`~phaseguard.attacks.EvalAttack` of each; breakdown: AutoAttack's
+    {attack: images it broke first}, when it ran. Checks, in this order: every attack scores at
+    most the clean accuracy; PGD at eps 0 changes nothing; each attack scores at most its
+    :class:`~phaseguard.attacks.Ceiling` (with slack when either is randomised); black-box
+    attacks break nothing the white-box ones left correct (black-box entries, and AutoAttack's
+    black-box attacks); input gradients are not all zero.
+    """
+    device = torch.device(device)
     checks = []
-    clean = correct.get("natural")
+    clean = correct.get(NATURAL)
     if clean is None:
         clean = predict_correct(model, x, y, batch_size=batch_size, device=device)
     for name, ok in correct.items():
-        if name == "natural":
+        if entries[name].access == "none":
             continue
-        gain = int((ok & ~clean).sum())
+        hits, gain = int(ok.sum()), int((ok & ~clean).sum())
         checks.append(
             SanityCheck(
                 f"{name} <= clean",
-                report.attacks[name].correct <= int(clean.sum()),
-                f"{report.attacks[name].correct} robust vs {int(clean.sum())} clean"
+                hits <= int(clean.sum()),
+                f"{hits} robust vs {int(clean.sum())} clean"
                 + (f"; {gain} images correct only under attack" if gain else ""),
             )
         )
@@ -180,27 +187,22 @@ def _sanity_checks(
             f"{int(at_zero.sum())} vs {int(clean.sum())} correct",
         )
     )
-    if "pgd20" in correct and "pgd100" in correct:
-        a20, a100 = report.attacks["pgd20"].correct, report.attacks["pgd100"].correct
-        # the two draw different random starts: a few images near the boundary go either way
-        slack = max(1, len(y) // 200)
-        checks.append(
-            SanityCheck(
-                "more PGD steps do not help the model",
-                a100 <= a20 + slack,
-                f"PGD-100 {a100} vs PGD-20 {a20} correct (random starts: {slack} allowed)",
-            )
-        )
-    if report.autoattack_breakdown:
-        black_box = report.autoattack_breakdown.get("square", 0)
-        checks.append(
-            SanityCheck(
-                "black-box attack finds nothing the white-box ones missed",
-                black_box == 0,
-                f"Square broke {black_box} images that APGD/FAB left correct"
-                + (" (gradient masking?)" if black_box else ""),
-            )
-        )
+    for name, entry in entries.items():
+        ceiling = entry.ceiling
+        if ceiling is not None and ceiling.attack in correct:
+            other, other_ok = entries[ceiling.attack], correct[ceiling.attack]
+            checks.append(_ceiling_check(ceiling.check, entry, correct[name], other, other_ok))
+    white_box = [name for name, entry in entries.items() if entry.access == "white-box"]
+    if white_box:
+        left_correct = torch.stack([correct[name] for name in white_box]).all(0)
+        labels = "/".join(entries[name].label for name in white_box)
+        for name, entry in entries.items():
+            if entry.access == "black-box":
+                broken = int((~correct[name] & left_correct).sum())
+                checks.append(_black_box_check(entry.label, broken, labels))
+    if breakdown:
+        for name in AA_BLACK_BOX:
+            checks.append(_black_box_check(name.capitalize(), breakdown.get(name, 0), "APGD/FAB"))
     first = x[:batch_size].to(device)
     first = as_unit_float(first)
     frac = _zero_gradient_fraction(model, first, y[:batch_size].to(device))
@@ -230,55 +232,48 @@ def evaluate(
     info: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Run ``attacks`` (names from :func:`available_attacks`) on images x (uint8 or [0,1] float,
-    [N,C,H,W]) with labels y; return the report with per-sample worst case and sanity checks.
+    """Run ``attacks`` (names from :func:`~phaseguard.attacks.list_eval_attacks`) on images x
+    (uint8 [N, C, H, W], or float in [0, 1]) with labels y (int64 [N]); return the report with
+    the per-sample worst case and the :func:`sanity_checks`.
 
-    ``aa`` is AutoAttack's standard version, or its custom version with ``aa_attacks``; its
-    progress is saved in ``aa_state`` (resumed from there when the file exists)."""
-    unknown = [a for a in attacks if a not in available_attacks()]
-    if unknown:
-        raise ConfigError(
-            f"unknown attack '{unknown[0]}' (known: {', '.join(available_attacks())})"
-        )
+    The attacks run in the given order, each after ``torch.manual_seed(seed)``. ``aa`` is
+    AutoAttack's standard version, or its custom version with ``aa_attacks``; its progress is
+    saved in ``aa_state`` (resumed from there when the file exists).
+
+    Raises:
+        ConfigError: an unknown attack name (before anything runs; the message lists the known
+            ones).
+    """
+    entries = {name: eval_attack(name) for name in attacks}
     device = torch.device(device)
     model = model.to(device)
     report = EvalReport(eps=eps, norm=norm, n=len(y), info=dict(info or {}))
+    task = EvalTask(
+        model,
+        x,
+        y,
+        eps,
+        norm,
+        batch_size,
+        device,
+        seed,
+        aa_state,
+        aa_attacks,
+        report.autoattack_breakdown,
+    )
     correct: dict[str, torch.Tensor] = {}
-    for name in attacks:
+    for name, entry in entries.items():
         torch.manual_seed(seed)
         start = time.perf_counter()
-        if name == "natural":
-            ok = predict_correct(model, x, y, batch_size=batch_size, device=device)
-        elif name == AUTOATTACK:
-            xf = as_unit_float(x)
-            ok = run_autoattack(
-                model,
-                xf,
-                y,
-                eps=eps,
-                norm=norm,
-                batch_size=batch_size,
-                device=device,
-                state_path=aa_state,
-                seed=seed,
-                breakdown=report.autoattack_breakdown,
-                version="custom" if aa_attacks else "standard",
-                attacks=aa_attacks,
-            )
-        else:
-            attack = build_attack(name, model, eps=eps, norm=norm)
-            ok = predict_correct(model, x, y, attack=attack, batch_size=batch_size, device=device)
-        correct[name] = ok.cpu()
+        ok = entry.run(task)
+        correct[name] = ok
         report.attacks[name] = _result(ok, time.perf_counter() - start)
         if log is not None:
             log(f"{name}: {100 * report.attacks[name].accuracy:.2f}%")
     if correct:
         worst = torch.stack(list(correct.values())).all(0)
         report.worst_case = _result(worst, sum(r.seconds for r in report.attacks.values()))
-    report.sanity = _sanity_checks(model, x, y, report, correct, batch_size, device)
+    report.sanity = sanity_checks(
+        model, x, y, correct, entries, report.autoattack_breakdown, batch_size, device
+    )
     return report
-
-
-def available_attacks() -> list[str]:
-    """Attack names ``evaluate`` understands: natural, the registry's, and ``aa``."""
-    return ["natural", *list_attacks(), AUTOATTACK]

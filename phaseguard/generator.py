@@ -1,4 +1,4 @@
-"""The Adversarial Amplitude Generator (AAG) of DAT (SPEC section 2)."""
+"""The Adversarial Amplitude Generator (AAG) of DAT (docs/dat.md section 2)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,3 @@ class AmplitudeGenerator(nn.Module):
         """z [B, z_dim], logits [B, num_classes] -> amplitudes [B, C, H, W] in (0, 1)."""
         h = torch.cat([z, logits.detach().to(z.dtype)], dim=1)
         return self.net(h).view(-1, *self.image_shape)
-
-    def sample(self, logits: Tensor) -> Tensor:
-        """Draw z ~ N(0, I) from the global generator and return ``forward(z, logits)``."""
-        z = torch.randn(logits.shape[0], self.z_dim, device=logits.device)
-        return self(z, logits)

@@ -15,12 +15,12 @@ import torch
 import yaml
 from torch import nn
 
+from .build import build_model
+from .checkpoint import ModelMeta, load_checkpoint
 from .config import Config, config_from_dict
 from .errors import CheckpointError, PhaseguardError
 from .models import merge_split_bn
 from .run_dir import RunDir
-from .train.checkpoint import ModelMeta, load_checkpoint
-from .train.trainer import build_model
 
 
 @dataclass

@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from .analyze import PhaseReliance, analyze_phase_reliance
+from .build import resolve_device
 from .data import load_dataset
 from .errors import PhaseguardError
 from .evaluate import EvalReport, evaluate
 from .loading import LoadedModel, load_model
-from .train.trainer import resolve_device
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fourier amplitude and phase of images (SPEC section 1).
+"""Fourier amplitude and phase of images (docs/dat.md section 1).
 
 ``decompose`` returns the raw magnitude |F| of the per-channel 2-D FFT, fftshift-ed over (H, W)
 so the DC term sits in the centre (for a 32x32 image it is in the hundreds), and the phase
@@ -40,7 +40,7 @@ def recompose(amplitude: Tensor, phase: Tensor) -> Tensor:
 
 def mix_amplitude(amplitude: Tensor, other: Tensor, lam: Tensor | float) -> Tensor:
     """``lam * other + (1 - lam) * amplitude``; a per-sample ``lam`` [B] broadcasts over the
-    remaining dims of [B, ...] amplitudes (SPEC section 3)."""
+    remaining dims of [B, ...] amplitudes (docs/dat.md section 3)."""
     if isinstance(lam, Tensor) and lam.dim() == 1:
         lam = lam.view(-1, *([1] * (amplitude.dim() - 1)))
     return lam * other + (1 - lam) * amplitude

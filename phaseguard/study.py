@@ -9,40 +9,37 @@ ablations and the evaluation::
     ablations:                       # one run each: the ablation_of method, first seed
       ablation_of: dat
       runs: {no_js: [method.js=false], ...}
-    eval: {attacks: [natural, pgd20, cw, aa], n: 500}
+    eval: {attacks: [natural, pgd20, cw, aa], n: 500}   # one summary column per attack
     analyze: {n: 500}
 
 Every run lives in ``OUT/runs/LABEL`` and goes through train -> eval -> analyze; each step is
 skipped when its output is already there and newer than what it depends on, and an interrupted
 training resumes from its last checkpoint, so a study is continued by running the same command
 again. The summary (``study.json``, ``summary.md``, ``study.png``) is rebuilt from the run folders
-at the end: mean and sample standard deviation over seeds per method, one row per ablation.
+at the end: mean and sample standard deviation over seeds per method, one row per ablation
+(:mod:`phaseguard.study_summary`).
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .attacks import eval_attack
 from .config import Config, load_config
 from .errors import ConfigError
 from .run_dir import RunDir
+from .study_summary import read_timings, summarize, write_json, write_summary
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "study"
-# (key, label): accuracies of eval.json's attacks, then of analysis.json's fields
-ATTACK_COLUMNS = [("natural", "Natural"), ("pgd20", "PGD-20"), ("cw", "CW"), ("aa", "AA")]
-PHASE_COLUMNS = [
-    ("foreign_amplitude", "foreign amp."),
-    ("foreign_phase", "foreign phase"),
-    ("foreign_amplitude_robust", "foreign amp. PGD"),
-]
+#: The evaluation attacks of a study file without ``eval.attacks``.
+DEFAULT_EVAL_ATTACKS = ["natural", "pgd20", "cw", "aa"]
 
 
 @dataclass
@@ -128,10 +125,13 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
     for run in runs:
         run.load()
     ev = _mapping(tree.get("eval", {}), f"{path}: eval")
+    attacks = [str(a) for a in ev.get("attacks", DEFAULT_EVAL_ATTACKS)]
+    for name in attacks:
+        eval_attack(name)
     return StudySpec(
         path,
         runs,
-        list(ev.get("attacks", [c for c, _ in ATTACK_COLUMNS])),
+        attacks,
         int(ev.get("n", 500)),
         int(_mapping(tree.get("analyze", {}), f"{path}: analyze").get("n", 500)),
     )
@@ -208,7 +208,7 @@ def run_study(
     """Train, evaluate and analyze every run not yet done, then write and return the summary."""
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    timings = _read_timings(out)
+    timings = read_timings(out)
     for i, study_run in enumerate(spec.runs, 1):
         run = RunDir(out / "runs" / study_run.label)
         for step, done, do in _steps(study_run, run, spec):
@@ -219,118 +219,7 @@ def run_study(
             start = time.perf_counter()
             do()
             timings.setdefault(study_run.label, {})[step] = round(time.perf_counter() - start, 1)
-            _write_json(out / "timings.json", timings)
+            write_json(out / "timings.json", timings)
     summary = summarize(spec, out)
     write_summary(summary, out)
     return summary
-
-
-# -- summary ---------------------------------------------------------------------------------
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def _read_timings(out: Path) -> dict[str, dict[str, float]]:
-    path = out / "timings.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-@dataclass
-class RunResult:
-    """What one finished run measured (accuracies in [0, 1]; missing ones are absent)."""
-
-    label: str
-    group: str
-    overrides: list[str]
-    accuracy: dict[str, float] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _run_result(study_run: StudyRun, out: Path, timings: dict) -> RunResult:
-    run = RunDir(out / "runs" / study_run.label)
-    result = RunResult(
-        study_run.label,
-        study_run.group,
-        study_run.overrides,
-        seconds=timings.get(run.root.name, {}),
-    )
-    if run.eval_json.is_file():
-        attacks = json.loads(run.eval_json.read_text())["attacks"]
-        result.accuracy.update({k: v["accuracy"] for k, v in attacks.items()})
-    if run.analysis_json.is_file():
-        analysis = json.loads(run.analysis_json.read_text())
-        result.accuracy.update({k: analysis[k] for k, _ in PHASE_COLUMNS if k in analysis})
-    return result
-
-
-def _mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-
-
-def summarize(spec: StudySpec, out: str | Path) -> dict[str, Any]:
-    """Per-run results and, per method, mean and sample std over its seeds."""
-    out = Path(out)
-    timings = _read_timings(out)
-    results = [_run_result(r, out, timings) for r in spec.runs]
-    methods: dict[str, dict[str, dict[str, float]]] = {}
-    for group in dict.fromkeys(r.group for r in results if r.group != "ablation"):
-        members = [r for r in results if r.group == group]
-        keys = dict.fromkeys(k for r in members for k in r.accuracy)
-        methods[group] = {
-            k: _mean_std([r.accuracy[k] for r in members if k in r.accuracy]) for k in keys
-        }
-    seconds = sum(sum(t.values()) for t in timings.values())
-    return {
-        "study": str(spec.path),
-        "eval": {"attacks": spec.eval_attacks, "n": spec.eval_n, "analyze_n": spec.analyze_n},
-        "methods": methods,
-        "runs": [asdict(r) for r in results],
-        "total_seconds": round(seconds, 1),
-    }
-
-
-def _cell(stat: dict[str, float] | None) -> str:
-    if not stat:
-        return "-"
-    if stat["n"] > 1:
-        return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
-    return f"{100 * stat['mean']:.2f}"
-
-
-def _row(label: str, cells: list[str], train_seconds: list[float | None]) -> str:
-    known = [t for t in train_seconds if t]
-    minutes = f"{statistics.fmean(known) / 60:.1f}" if known else "-"
-    return f"| {label} | " + " | ".join(cells) + f" | {minutes} |"
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """Two Markdown tables: methods (mean ± std over seeds) and ablations (one seed each)."""
-    columns = ATTACK_COLUMNS + PHASE_COLUMNS
-    head = "| | " + " | ".join(label for _, label in columns) + " | train min/run |"
-    rule = "|---" * (len(columns) + 2) + "|"
-    lines = [head, rule]
-    runs = summary["runs"]
-    for method, stats in summary["methods"].items():
-        n = max((s["n"] for s in stats.values()), default=0)
-        minutes = [r["seconds"].get("train") for r in runs if r["group"] == method]
-        cells = [_cell(stats.get(k)) for k, _ in columns]
-        lines.append(_row(f"{method} ({n} seeds)", cells, minutes))
-    for r in runs:
-        if r["group"] == "ablation":
-            acc = r["accuracy"]
-            cells = [f"{100 * acc[k]:.2f}" if k in acc else "-" for k, _ in columns]
-            lines.append(_row(r["label"], cells, [r["seconds"].get("train")]))
-    return "\n".join(lines) + "\n"
-
-
-def write_summary(summary: dict[str, Any], out: str | Path) -> None:
-    """``study.json``, ``summary.md`` and ``study.png`` in the study folder."""
-    from .report.study_plot import plot_study
-
-    out = Path(out)
-    _write_json(out / "study.json", summary)
-    (out / "summary.md").write_text(summary_markdown(summary))
-    plot_study(summary, ATTACK_COLUMNS, PHASE_COLUMNS, out / "study.png")

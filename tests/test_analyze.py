@@ -19,8 +19,8 @@ from phaseguard.analyze import (
 from phaseguard.cli import main
 from phaseguard.data import load_dataset
 from phaseguard.errors import DataError
-from phaseguard.evaluate import as_unit_float, predict_correct
 from phaseguard.loading import load_model
+from phaseguard.predict import as_unit_float, predict_correct
 from phaseguard.run_dir import RunDir
 
 ACCURACIES = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -76,12 +77,32 @@ def test_report_renders_from_a_real_run(tiny_run, tmp_path):
     assert not (tiny_run / "eps_curve.json").exists()  # the shared run folder stays unchanged
 
 
+def test_report_eps_curve_with_another_attack(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    out = tmp_path / "report.html"
+    proc = phaseguard("report", run, "--out", out, "--eps-n", "32", "--eps-attack", "fgsm")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "eps_curve.json").read_text())["attack"] == "fgsm"
+    assert "<p>FGSM (seed 0) on the first n test images" in out.read_text()
+    proc = phaseguard("report", run, "--out", out, "--eps-attack", "pgd7")
+    assert_one_line_error(proc, "unknown attack 'pgd7'", "fgsm")
+
+
 def test_data_info_and_list():
     proc = phaseguard("data", "info", "fashion-mnist")
     assert proc.returncode == 0
     assert "60000 train / 10000 test" in proc.stdout and "Ankle boot" in proc.stdout
     proc = phaseguard("list", "models")
     assert "resnet18" in proc.stdout.split() and "smallcnn" in proc.stdout.split()
+
+
+def test_attack_lists_and_help_come_from_the_registry():
+    from phaseguard.attacks import list_eval_attacks
+
+    names = list_eval_attacks()
+    assert phaseguard("list", "attacks").stdout.split() == names
+    assert f"from {','.join(names)}" in phaseguard("eval", "--help").stdout
 
 
 @pytest.fixture(scope="module")

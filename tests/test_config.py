@@ -4,18 +4,46 @@ from pathlib import Path
 
 import pytest
 
-from phaseguard.config import Config, load_config
+from phaseguard.config import Config, config_from_dict, load_config
 from phaseguard.errors import ConfigError
 from phaseguard.methods import method_options
+from phaseguard.study import load_study
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
+STUDY_DIR = CONFIG_DIR / "study"  # study files: another format, read by load_study
+RUN_CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if STUDY_DIR not in p.parents)
+STUDIES = sorted(STUDY_DIR.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def _name(path: Path) -> str:
+    return path.relative_to(CONFIG_DIR).as_posix()
+
+
+def test_the_shipped_configs_are_found():
+    expected = {"quick.yaml", "small/fashion_mnist_dat.yaml", "paper/cifar10_resnet18_dat.yaml"}
+    assert expected <= {_name(p) for p in RUN_CONFIGS}
+    assert {"small.yaml", "full.yaml"} <= {p.name for p in STUDIES}
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=_name)
 def test_every_shipped_config_loads_and_its_method_options_validate(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     method_options(cfg.method)
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=_name)
+def test_every_shipped_study_loads_and_its_runs_method_options_validate(path):
+    spec = load_study(path)
+    assert spec.runs
+    for run in spec.runs:
+        method_options(run.load().method)
+
+
+def test_a_retired_key_of_an_earlier_run_config_is_ignored():
+    tree = Config().to_dict()
+    tree["eval"]["checkpoint"] = "best"  # in every config.yaml written before its removal
+    assert config_from_dict(tree) == Config()
 
 
 def test_overrides_are_typed_and_accept_fractions(tmp_path):

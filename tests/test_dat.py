@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from phaseguard.config import AttackConfig
+from phaseguard.build import build_method
+from phaseguard.config import AttackConfig, Config
 from phaseguard.data import load_dataset, random_crop_flip
-from phaseguard.methods import MethodContext, create_method
 from phaseguard.methods.adversarial import kl_div
 from phaseguard.methods.dat import js_divergence
 from phaseguard.models import SplitBatchNorm, bn_branch, create_model, has_split_bn, list_models
@@ -32,16 +32,9 @@ def make_dat(seed: int = 0, augment: bool = True, **options):
     split = section.get("split_bn", True) and section.get("mixed_branch", True)
     net = create_model("smallcnn", 10, 1, split_bn=split, width=8)
     g = torch.Generator().manual_seed(seed)
-    ctx = MethodContext(
-        model=net,
-        net=net,
-        attack=AttackConfig(eps=EPS, step=EPS / 4, steps=5),
-        num_classes=10,
-        image_shape=(1, 28, 28),
-        device=torch.device("cpu"),
-        augment=(lambda x: random_crop_flip(x, 2, True, g)) if augment else (lambda x: x),
-    )
-    return create_method(section, ctx), net
+    cfg = Config(attack=AttackConfig(eps=EPS, step=EPS / 4, steps=5), method=section)
+    crop_flip = (lambda x: random_crop_flip(x, 2, True, g)) if augment else None
+    return build_method(cfg, net, 10, (1, 28, 28), augment=crop_flip), net
 
 
 def run_prepare(method, batch, seed=1):
@@ -223,15 +216,9 @@ def test_one_dat_iteration_on_every_model(name):
     kwargs = {"depth": 10, "widen_factor": 2} if name == "wrn" else {}
     torch.manual_seed(0)
     net = create_model(name, 10, shape[0], split_bn=True, **kwargs)
-    ctx = MethodContext(
-        model=net,
-        net=net,
-        attack=AttackConfig(eps=EPS, step=EPS, steps=1),
-        num_classes=10,
-        image_shape=shape,
-        device=torch.device("cpu"),
-    )
-    method = create_method({"name": "dat", "eaeg_steps": 1}, ctx)
+    attack = AttackConfig(eps=EPS, step=EPS, steps=1)
+    cfg = Config(attack=attack, method={"name": "dat", "eaeg_steps": 1})
+    method = build_method(cfg, net, 10, shape)
     x, y = torch.rand(4, *shape), torch.randint(0, 10, (4,))
     gen_before = [p.clone() for p in method.generator.parameters()]
     batch = method.prepare(x, y)
@@ -245,9 +232,10 @@ def test_one_dat_iteration_on_every_model(name):
 
 
 def test_lean_generator_step_has_the_reference_gradient(batch):
-    """SPEC section 12: dropping the x/x' terms, the weight gradients and the extra graph from
-    the generator step changes no gradient that reaches G. The reference computes -L_DAT over
-    all four branches with the classifier's weights trainable; written out independently here."""
+    """docs/dat.md section 12: dropping the x/x' terms, the weight gradients and the extra graph
+    from the generator step changes no gradient that reaches G. The reference computes -L_DAT
+    over all four branches with the classifier's weights trainable; written out independently
+    here."""
     method, net = make_dat(reference_bn_updates=True)
     b = run_prepare(method, batch)
     params = list(method.generator.parameters())

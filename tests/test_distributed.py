@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from phaseguard.data import load_dataset
-from phaseguard.evaluate import predict_correct
 from phaseguard.loading import load_model
+from phaseguard.predict import predict_correct
 from phaseguard.train import train
 from tests.conftest import tiny_config
 from tests.test_methods import SHORT

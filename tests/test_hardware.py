@@ -12,12 +12,13 @@ import sys
 import pytest
 import torch
 
+from phaseguard.checkpoint import load_checkpoint
 from phaseguard.cli import main
 from phaseguard.config import load_config
 from phaseguard.errors import ConfigError
 from phaseguard.hardware import NATIVE_BF16_ENV, cgroup_cpu_limit, native_bf16
 from phaseguard.models import create_model
-from phaseguard.train import Trainer, load_checkpoint, train
+from phaseguard.train import Trainer, train
 from phaseguard.train.precision import resolve_channels_last, resolve_precision
 from tests.conftest import tiny_config
 

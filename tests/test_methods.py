@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from phaseguard.attacks import PGD
+from phaseguard.checkpoint import load_checkpoint
 from phaseguard.data import load_dataset
-from phaseguard.evaluate import predict_correct
 from phaseguard.loading import load_model
 from phaseguard.methods import list_methods
-from phaseguard.train import Trainer, load_checkpoint, train
+from phaseguard.predict import predict_correct
+from phaseguard.train import Trainer, train
 from tests.conftest import tiny_config
 
 # Enough real data and steps for adversarial training to show, yet seconds per method here.

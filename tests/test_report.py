@@ -16,18 +16,18 @@ import torch
 import yaml
 from PIL import Image
 
+from phaseguard.build import build_method
+from phaseguard.checkpoint import load_checkpoint, save_checkpoint
 from phaseguard.data import load_dataset
 from phaseguard.errors import PhaseguardError
-from phaseguard.evaluate import predict_correct
 from phaseguard.loading import load_model
-from phaseguard.methods import MethodContext, create_method
 from phaseguard.models import create_model
+from phaseguard.predict import predict_correct
 from phaseguard.report import write_report
 from phaseguard.report.dat_figure import DATViews, dat_views, plot_dat_views
 from phaseguard.report.eps_curve import EPS_MULTIPLES
 from phaseguard.run_dir import RunDir
 from phaseguard.spectrum import decompose, mix_amplitude, recompose
-from phaseguard.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import tiny_config
 
 EPS_N = 64
@@ -194,8 +194,7 @@ def test_dat_figure_renders_rgb_images(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config("method.name=dat")
     net = create_model("smallcnn", 10, 3, split_bn=True, width=8)
-    ctx = MethodContext(net, net, cfg.attack, 10, (3, 32, 32), torch.device("cpu"))
-    method = create_method(cfg.method, ctx)
+    method = build_method(cfg, net, 10, (3, 32, 32))
     with torch.no_grad():
         views = method.views(x, y)
     d = DATViews(x, y, views, [str(c) for c in range(10)], True, cfg.attack.eps, "linf", 0, 0)

@@ -13,11 +13,11 @@ import time
 import pytest
 import yaml
 
+from phaseguard.checkpoint import load_checkpoint
 from phaseguard.cli import main
 from phaseguard.errors import ConfigError
 from phaseguard.run_dir import RunDir
 from phaseguard.study import load_study, resolve_study, run_study
-from phaseguard.train.checkpoint import load_checkpoint
 from phaseguard.train.logger import read_log
 from tests.conftest import TINY
 

@@ -12,10 +12,11 @@ import time
 import pytest
 import torch
 
+from phaseguard.checkpoint import load_checkpoint, save_checkpoint
 from phaseguard.config import load_config
 from phaseguard.errors import CheckpointError, ConfigError, TrainingError
 from phaseguard.models import create_model
-from phaseguard.train import Trainer, load_checkpoint, save_checkpoint, train
+from phaseguard.train import Trainer, train
 from phaseguard.train.precision import resolve_speed_settings
 from tests.conftest import tiny_config
 

@@ -6,14 +6,26 @@ parameters and gets its modes back afterwards (see :mod:`phaseguard.attacks.base
 
 - :class:`FGSM` (and RS-FGSM), :class:`PGD` (linf/l2, CE/CW loss, restarts), :class:`CW`
   (CW-inf), :class:`TradesKL` (TRADES' KL attack and DAT's EAEG).
-- :func:`build_attack` / :func:`list_attacks`: the evaluation attacks by name (fgsm, pgd20,
+- :func:`build_attack` / :func:`list_attacks`: the protocol's image attacks by name (fgsm, pgd20,
   pgd100, cw).
 - :func:`run_autoattack`: the official AutoAttack, resumable, returning per-sample flags.
+- :func:`eval_attack` / :func:`list_eval_attacks`: what ``phaseguard eval`` runs by name
+  (natural, the image attacks, aa), each scoring images as correct or not, with its label and
+  the properties the sanity checks use.
 """
 
 from phaseguard.attacks.autoattack import run_autoattack
 from phaseguard.attacks.base import Attack, attack_mode, frozen_parameters
 from phaseguard.attacks.cw import CW
+from phaseguard.attacks.evaluation import (
+    NATURAL,
+    Ceiling,
+    EvalAttack,
+    EvalTask,
+    eval_attack,
+    list_eval_attacks,
+    register_eval_attack,
+)
 from phaseguard.attacks.fgsm import FGSM
 from phaseguard.attacks.pgd import PGD
 from phaseguard.attacks.registry import build_attack, list_attacks
@@ -22,12 +34,19 @@ from phaseguard.attacks.trades_kl import TradesKL
 __all__ = [
     "CW",
     "FGSM",
+    "NATURAL",
     "PGD",
     "Attack",
+    "Ceiling",
+    "EvalAttack",
+    "EvalTask",
     "TradesKL",
     "attack_mode",
     "build_attack",
+    "eval_attack",
     "frozen_parameters",
     "list_attacks",
+    "list_eval_attacks",
+    "register_eval_attack",
     "run_autoattack",
 ]

@@ -34,6 +34,9 @@ from phaseguard.attacks.base import attack_mode, check_batch, check_count, check
 from phaseguard.errors import CheckpointError, ConfigError
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+#: The black-box ones among them (the others use gradients): an image one of them breaks first
+#: was left correct by the white-box attacks run before it, a sign of gradient masking.
+AA_BLACK_BOX = ("square",)
 VERSIONS = ("standard", "custom")
 _NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 STATE_FORMAT = "phaseguard-autoattack-state"

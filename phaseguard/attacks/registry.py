@@ -1,4 +1,5 @@
-"""The evaluation attacks of SPEC section 9 by name: ``build_attack("pgd20", model, eps)``.
+"""The attacks of the evaluation protocol (docs/dat.md section 9) by name:
+``build_attack("pgd20", model, eps)``.
 
 Every name builds its attack from ``(model, eps, norm)`` with step ``eps / 4`` (2/255 at the
 protocol's 8/255) and a random start:
@@ -7,8 +8,8 @@ protocol's 8/255) and a random start:
 - ``pgd20``, ``pgd100``: PGD on the cross-entropy, 20 / 100 steps.
 - ``cw``: CW-inf, PGD on the CW margin (kappa 0), 30 steps.
 
-AutoAttack is not in the registry: it returns per-sample flags rather than images, see
-:func:`phaseguard.attacks.run_autoattack`.
+These craft adversarial images. What ``phaseguard eval`` runs (these, the clean accuracy and
+AutoAttack, each scoring images as correct or not) is :mod:`phaseguard.attacks.evaluation`.
 """
 
 from __future__ import annotations
@@ -22,26 +23,44 @@ from phaseguard.attacks.cw import CW
 from phaseguard.attacks.fgsm import FGSM
 from phaseguard.attacks.pgd import PGD
 from phaseguard.errors import ConfigError
+from phaseguard.registry import Registry
 
-_ATTACKS: dict[str, Callable[[nn.Module, float, str], Attack]] = {
-    "fgsm": lambda model, eps, norm: FGSM(model, eps, random_start=True, norm=norm),
-    "pgd20": lambda model, eps, norm: PGD(model, eps, eps / 4, 20, norm=norm),
-    "pgd100": lambda model, eps, norm: PGD(model, eps, eps / 4, 100, norm=norm),
-    "cw": lambda model, eps, norm: CW(model, eps, eps / 4, 30, norm=norm),
-}
+#: ``builder(model, eps, norm)`` -> the attack, by name, in protocol order.
+ATTACKS: Registry[Callable[[nn.Module, float, str], Attack]] = Registry("attack", ConfigError)
+
+
+@ATTACKS.register("fgsm")
+def _fgsm(model: nn.Module, eps: float, norm: str) -> Attack:
+    return FGSM(model, eps, random_start=True, norm=norm)
+
+
+@ATTACKS.register("pgd20")
+def _pgd20(model: nn.Module, eps: float, norm: str) -> Attack:
+    return PGD(model, eps, eps / 4, 20, norm=norm)
+
+
+@ATTACKS.register("pgd100")
+def _pgd100(model: nn.Module, eps: float, norm: str) -> Attack:
+    return PGD(model, eps, eps / 4, 100, norm=norm)
+
+
+@ATTACKS.register("cw")
+def _cw(model: nn.Module, eps: float, norm: str) -> Attack:
+    return CW(model, eps, eps / 4, 30, norm=norm)
 
 
 def list_attacks() -> list[str]:
     """Names :func:`build_attack` accepts, in protocol order."""
-    return list(_ATTACKS)
+    return ATTACKS.names()
 
 
 def build_attack(name: str, model: nn.Module, eps: float = 8 / 255, norm: str = "linf") -> Attack:
-    """The evaluation attack ``name`` (see :func:`list_attacks`) on ``model`` at radius ``eps``.
+    """The attack ``name`` (see :func:`list_attacks`) on ``model`` at radius ``eps``.
+
+    The attack maps images [B, C, H, W] in [0, 1] and labels int64 [B] to adversarial images of
+    the same shape in [0, 1], within ``eps`` of the originals in ``norm`` ("linf" or "l2").
 
     Raises:
         ConfigError: unknown name (the message lists the known ones), or invalid eps/norm.
     """
-    if name not in _ATTACKS:
-        raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(_ATTACKS)}")
-    return _ATTACKS[name](model, eps, norm)
+    return ATTACKS.get(name)(model, eps, norm)

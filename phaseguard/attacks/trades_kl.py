@@ -1,4 +1,4 @@
-"""The KL attack of TRADES (Zhang et al., 2019) and DAT's EAEG (SPEC section 4)."""
+"""The KL attack of TRADES (Zhang et al., 2019) and DAT's EAEG (docs/dat.md section 4)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class TradesKL(PGD):
     - DAT's EAEG: ``TradesKL(model, steps=5, beta=15.0, ce_weight=1.0, label_smoothing=0.5)``.
 
     p(x) is the clean prediction, computed once per call without a graph (the model is in eval
-    mode, so it does not depend on x'; SPEC section 12), or taken from ``target_logits``. The
+    mode, so it does not depend on x'; docs/dat.md section 12), or taken from ``target_logits``. The
     objective is summed over the batch rather than averaged: the sign (linf) and per-sample
     normalised (l2) steps are the same either way. Steps and projections are those of
     :class:`PGD`.

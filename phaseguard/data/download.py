@@ -1,6 +1,8 @@
 """Download the official dataset archives and verify their published MD5 checksums.
 
-Files land in ``root/<name>/<file name>``, where ``load_dataset(name, root)`` finds them.
+Each dataset's files and checksums are part of its registry entry
+(:class:`~phaseguard.data.registry.Source`). Files land in ``root/<name>/<file name>``, where
+``load_dataset(name, root)`` finds them.
 """
 
 from __future__ import annotations
@@ -9,60 +11,14 @@ import hashlib
 import http.client
 import os
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from phaseguard.data.registry import DATASETS, downloadable_datasets
 from phaseguard.errors import DataError
 
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a dataset: its name (appended to the base URL) and published MD5."""
-
-    name: str
-    md5: str
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a dataset is published: a base URL and the files under it."""
-
-    base_url: str
-    files: tuple[RemoteFile, ...]
-
-
-_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-
-SOURCES: dict[str, Source] = {
-    "cifar10": Source(
-        "https://www.cs.toronto.edu/~kriz/",
-        (RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
-    ),
-    "cifar100": Source(
-        "https://www.cs.toronto.edu/~kriz/",
-        (RemoteFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
-    ),
-    "svhn": Source(
-        "http://ufldl.stanford.edu/housenumbers/",
-        (
-            RemoteFile("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
-            RemoteFile("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
-        ),
-    ),
-    "fashion-mnist": Source(
-        _FASHION_URL,
-        (
-            RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-            RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12e480ee83cd310"),
-        ),
-    ),
-}
 
 
 def download(
@@ -80,11 +36,15 @@ def download(
     :class:`DataError` names the expected and actual checksums. A file already present with the
     right checksum is kept. ``base_url`` (else ``$PHASEGUARD_DOWNLOAD_URL``, else the official
     host) is the URL the file names are appended to; ``checksums`` maps file names to MD5s that
-    replace the published ones (for mirrors and tests).
+    replace the published ones (for mirrors and tests). An unknown name or a dataset without
+    a source raises :class:`DataError` naming the downloadable ones.
     """
-    if name not in SOURCES:
-        raise DataError(f"cannot download '{name}'; downloadable datasets: {', '.join(SOURCES)}")
-    source = SOURCES[name]
+    source = DATASETS.get(name).source
+    if source is None:
+        raise DataError(
+            f"cannot download '{name}'; downloadable datasets: "
+            + ", ".join(downloadable_datasets())
+        )
     base = base_url or os.environ.get("PHASEGUARD_DOWNLOAD_URL") or source.base_url
     folder = Path(root).expanduser() / name
     try:

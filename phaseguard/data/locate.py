@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from phaseguard.data.download import SOURCES
+from phaseguard.data.registry import downloadable_datasets
 from phaseguard.errors import DataError
 
 T = TypeVar("T")
@@ -39,7 +39,7 @@ def find_dataset(
             return found
     if advice is None:
         advice = "pass --root / data.root"
-        if name in SOURCES:
+        if name in downloadable_datasets():
             advice += f" or run 'phaseguard data download {name} --root DIR'"
     listed = ", ".join(str(place) for place in places)
     raise DataError(f"dataset '{name}' not found in {listed} (looked for {expect}); {advice}")

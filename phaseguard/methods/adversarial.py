@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import PGD, TradesKL
-from . import register_method
 from .base import Batch, Method, Metrics, accuracy
+from .registry import register_method
 
 
 def kl_div(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""DAT: dual adversarial training with an adversarial amplitude generator (SPEC sections 3-8).
+"""DAT: dual adversarial training with an adversarial amplitude generator (docs/dat.md
+sections 3-8).
 
 One iteration (``generator_update: sequential``, the reference order)::
 
@@ -12,11 +13,12 @@ One iteration (``generator_update: sequential``, the reference order)::
     L_AT(u, u') = CE_ls(f(u), y) + beta * KL(p(u) || p(u'))
     L_DAT = (L_AT(x, x') + L_AT(x_hat, x_hat')) / 2 + omega * JS(p(x), p(x_hat))
 
-The generator step does only the work that reaches G (SPEC section 12): the x and x' terms carry
-no gradient to G, so they are left out of its loss; p(x) is a constant there (one forward
-without a graph); the classifier's parameters are frozen, so no weight gradient is computed;
-and BN running statistics are not updated a second time unless ``reference_bn_updates`` asks
-for the reference's behaviour (its generator step re-runs all four branches in train mode).
+The generator step does only the work that reaches G (docs/dat.md section 12): the x and x'
+terms carry no gradient to G, so they are left out of its loss; p(x) is a constant there (one
+forward without a graph); the classifier's parameters are frozen, so no weight gradient is
+computed; and BN running statistics are not updated a second time unless
+``reference_bn_updates`` asks for the reference's behaviour (its generator step re-runs all
+four branches in train mode).
 
 Training takes the classifier's gradient in three pieces (:meth:`DAT.loss_and_backward`): a
 branch's graph is back-propagated as soon as the logits its gradient depends on are known, so at
@@ -43,14 +45,14 @@ from ..attacks import TradesKL, frozen_parameters
 from ..generator import AmplitudeGenerator
 from ..models import bn_branch
 from ..spectrum import decompose, mix_amplitude, recompose
-from . import register_method
 from .adversarial import kl_div
 from .base import Batch, Method, MethodContext, Metrics, accuracy
+from .registry import register_method
 
 
 @dataclass
 class DATOptions:
-    """DAT's options; defaults are the reference code's CIFAR settings (SPEC sections 2-8)."""
+    """DAT's options; defaults: the reference code's CIFAR settings (docs/dat.md sections 2-8)."""
 
     label_smoothing: float = 0.5  # of the CE terms (0 for Tiny-ImageNet in the reference)
     beta: float = 15.0  # weight of the KL term of L_AT (and of the EAEG objective)
@@ -98,7 +100,7 @@ def _value_and_grads(
 
 
 def js_divergence(logits_a: Tensor, logits_b: Tensor) -> Tensor:
-    """Batch-mean Jensen-Shannon divergence of the softmax predictions (SPEC section 5)."""
+    """Batch-mean Jensen-Shannon divergence of the softmax predictions (docs/dat.md section 5)."""
     p, q = logits_a.float().softmax(1), logits_b.float().softmax(1)
     log_m = ((p + q) / 2).clamp(1e-7, 1.0).log()
     kl_pm = (p * (p.clamp_min(1e-12).log() - log_m)).sum(1)
@@ -185,7 +187,7 @@ class DAT(Method):
 
     def views(self, x_raw: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """The amplitude mix-up of the raw images x_raw [B,C,H,W] in [0,1], step by step
-        (SPEC section 3); what :meth:`mixed_view` and the report's DAT figure show.
+        (docs/dat.md section 3); what :meth:`mixed_view` and the report's DAT figure show.
 
         Returns ``amplitude`` |F(x_raw)|, fftshift-ed, and ``phase`` angle(F(x_raw)), unshifted
         (float32 [B,C,H,W], :func:`~phaseguard.spectrum.decompose`); ``distractor`` A_G, float32
@@ -213,7 +215,7 @@ class DAT(Method):
 
     def mixed_view(self, x_raw: Tensor) -> Tensor:
         """x_hat: the raw image's phase with its amplitude mixed with a distractor, augmented
-        after recombination (SPEC section 3). Keeps the graph to the generator."""
+        after recombination (docs/dat.md section 3). Keeps the graph to the generator."""
         return self.views(x_raw)["x_hat"]
 
     def attack_mixed(self, x_hat: Tensor, y: Tensor) -> Tensor:

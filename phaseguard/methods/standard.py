@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_method
 from .base import Batch, Method, Metrics, accuracy
+from .registry import register_method
 
 
 @register_method

@@ -15,10 +15,11 @@ from torch import nn
 from phaseguard.errors import ModelError
 from phaseguard.models.layers import Normalize, NormalizedModel, check_positive_int
 from phaseguard.models.split_bn import convert_split_bn
+from phaseguard.registry import Registry
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelError)
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
@@ -28,9 +29,7 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     """
 
     def decorator(builder: Builder) -> Builder:
-        if name in _MODELS:
-            raise ModelError(f"model {name!r} is already registered")
-        _MODELS[name] = builder
+        MODELS.add(name, builder)
         return builder
 
     return decorator
@@ -38,7 +37,7 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
 
 def list_models() -> list[str]:
     """Names of the registered models, sorted."""
-    return sorted(_MODELS)
+    return sorted(MODELS.names())
 
 
 def _check_options(name: str, builder: Callable[..., nn.Module], kwargs: dict) -> None:
@@ -83,9 +82,7 @@ def create_model(
         ModelError: unknown name (the message lists the known ones), unknown option, or an
             invalid value.
     """
-    if name not in _MODELS:
-        raise ModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    builder = _MODELS[name]
+    builder = MODELS.get(name)
     check_positive_int("num_classes", num_classes)
     check_positive_int("in_channels", in_channels)
     _check_options(name, builder, kwargs)

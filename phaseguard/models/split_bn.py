@@ -1,4 +1,5 @@
-"""Split BatchNorm (DAT section 6): two sets of BN statistics and affine parameters per layer.
+"""Split BatchNorm (docs/dat.md section 6): two sets of BN statistics and affine parameters
+per layer.
 
 The main branch normalises clean and adversarial images (x, x'), the auxiliary branch the
 amplitude-mixed ones (x_hat, x_hat'); convolutions and the head are shared. Inference and

@@ -19,16 +19,15 @@ import torch
 import yaml
 from torch import Tensor
 
+from ..build import build_method, build_model
+from ..checkpoint import ModelMeta, load_checkpoint
 from ..config import config_from_dict
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
-from ..evaluate import as_unit_float
 from ..loading import load_weights
-from ..methods import MethodContext, create_method
 from ..methods.dat import DAT
+from ..predict import as_unit_float
 from ..run_dir import RunDir
-from ..train.checkpoint import ModelMeta, load_checkpoint
-from ..train.trainer import build_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -82,15 +81,7 @@ def dat_views(
     net = build_model(cfg, meta.num_classes, meta.image_shape[0])
     load_weights(net, state["model"], source)
     net.to(device)
-    ctx = MethodContext(
-        model=net,
-        net=net,
-        attack=cfg.attack,
-        num_classes=meta.num_classes,
-        image_shape=meta.image_shape,
-        device=device,
-    )  # augment: the identity
-    method = create_method(cfg.method, ctx)
+    method = build_method(cfg, net, meta.num_classes, meta.image_shape)  # no augmentation
     if not method.options.mixed_branch:
         raise ConfigError(f"{run_dir} trains DAT without the x_hat branch (EAEG only)")
     if not method.options.mixup:

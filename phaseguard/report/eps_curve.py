@@ -1,6 +1,8 @@
-"""Robust accuracy against the perturbation budget: PGD-20 at several eps, cached per run.
+"""Robust accuracy against the perturbation budget: one evaluation attack (PGD-20 by default)
+at several eps, cached per run.
 
-``run_eps_curve(RUN_DIR)`` attacks the first n test images with PGD-20 at
+``run_eps_curve(RUN_DIR, attack=...)`` runs an evaluation attack (a name from
+:func:`~phaseguard.attacks.list_eval_attacks`) on the first n test images at
 ``multiples x cfg.attack.eps`` (the run's norm) and caches the result in
 ``RUN_DIR/eps_curve.json``; the cache is reused while its settings (attack, n, eps list, norm,
 checkpoint and its SHA-256, seed) match the request, and recomputed otherwise.
@@ -21,18 +23,17 @@ import matplotlib
 import torch
 from torch import nn
 
-from ..attacks import build_attack
+from ..attacks import EvalTask, eval_attack
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
-from ..evaluate import predict_correct
 from ..loading import load_model
 from ..run_dir import RunDir
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ATTACK = "pgd20"
-ATTACK_LABEL = "PGD-20"
+#: The attack of the curve unless another is asked for.
+DEFAULT_ATTACK = "pgd20"
 #: Default budgets, as multiples of the run's training eps.
 EPS_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 #: The fields that must match for ``eps_curve.json`` to be reused.
@@ -70,16 +71,18 @@ def robust_correct(
     seed: int = 0,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    attack: str = DEFAULT_ATTACK,
 ) -> list[int]:
-    """How many of the images x (uint8 or [0,1] float, [N,C,H,W]) with labels y (int64 [N])
-    ``model`` classifies correctly under PGD-20 at each radius of ``eps`` (eps 0: the clean
-    count). The global torch RNG is seeded with ``seed`` before each radius."""
+    """How many of the images x (uint8 [N, C, H, W], or float in [0, 1]) with labels y (int64
+    [N]) ``model`` classifies correctly under the evaluation attack ``attack`` at each radius of
+    ``eps`` (eps 0: the clean count for the image attacks). The global torch RNG is seeded with
+    ``seed`` before each radius."""
+    run = eval_attack(attack).run
     counts = []
     for radius in eps:
         torch.manual_seed(seed)
-        attack = build_attack(ATTACK, model, eps=radius, norm=norm)
-        ok = predict_correct(model, x, y, attack=attack, batch_size=batch_size, device=device)
-        counts.append(int(ok.sum()))
+        task = EvalTask(model, x, y, radius, norm, batch_size, torch.device(device), seed)
+        counts.append(int(run(task).sum()))
     return counts
 
 
@@ -108,15 +111,21 @@ def run_eps_curve(
     device: str | torch.device = "cpu",
     data: Dataset | None = None,
     log: Callable[[str], None] | None = None,
+    attack: str = DEFAULT_ATTACK,
 ) -> EpsCurve:
-    """The PGD-20 accuracy of a run's ``which`` checkpoint on its first ``n`` test images at
-    ``multiples x cfg.attack.eps``, from ``RUN_DIR/eps_curve.json`` when that was computed with
-    the same settings, else computed and written there.
+    """The accuracy of a run's ``which`` checkpoint under the evaluation attack ``attack`` on
+    its first ``n`` test images at ``multiples x cfg.attack.eps``, from ``RUN_DIR/eps_curve.json``
+    when that was computed with the same settings (the attack included), else computed and
+    written there.
 
     ``data``: the run's dataset, if the caller has it loaded (else read from the run's config).
+
+    Raises:
+        ConfigError: ``n`` < 1, or an unknown attack (the message lists the known ones).
     """
     if n < 1:
         raise ConfigError(f"the eps curve needs a positive number of images, got {n}")
+    label = eval_attack(attack).label
     run = RunDir(Path(run_dir))
     loaded = load_model(run.root, which=which, device=device)
     cfg = loaded.config
@@ -124,7 +133,7 @@ def run_eps_curve(
         data = load_dataset(cfg.data.name, cfg.data.root)
     n = min(n, len(data.y_test))
     curve = EpsCurve(
-        attack=ATTACK,
+        attack=attack,
         n=n,
         eps=[round(m * cfg.attack.eps, 12) for m in multiples],
         norm=cfg.attack.norm,
@@ -143,7 +152,7 @@ def run_eps_curve(
             log(f"{run.root}: eps curve reused from {run.eps_curve_json}")
         return cached
     if log:
-        log(f"{run.root}: PGD-20 at {len(curve.eps)} eps on {n} test images ...")
+        log(f"{run.root}: {label} at {len(curve.eps)} eps on {n} test images ...")
     start = time.perf_counter()
     curve.correct = robust_correct(
         loaded.model,
@@ -154,6 +163,7 @@ def run_eps_curve(
         seed,
         batch_size=cfg.eval.batch_size,
         device=device,
+        attack=attack,
     )
     curve.accuracy = [c / n for c in curve.correct]
     curve.seconds = time.perf_counter() - start
@@ -162,7 +172,8 @@ def run_eps_curve(
 
 
 def plot_eps_curves(curves: dict[str, EpsCurve], out: Path) -> Path:
-    """One line per run (label -> curve): robust accuracy (%) against eps; writes PNG ``out``."""
+    """One line per run (label -> curve): robust accuracy (%) against eps, the y axis named
+    after the curves' attack(s); writes PNG ``out``."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     palette = plt.cm.tab20.colors if len(curves) > 10 else plt.cm.tab10.colors  # no repeats
     for i, (label, c) in enumerate(curves.items()):
@@ -175,7 +186,8 @@ def plot_eps_curves(curves: dict[str, EpsCurve], out: Path) -> Path:
             label=f"{label} ({c.norm}, n={c.n})",
         )
     ax.set_xlabel("eps")
-    ax.set_ylabel(f"{ATTACK_LABEL} accuracy (%)")
+    attacks = dict.fromkeys(eval_attack(c.attack).label for c in curves.values())
+    ax.set_ylabel(f"{' / '.join(attacks)} accuracy (%)")
     ax.set_title("robust accuracy against eps")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)

@@ -1,14 +1,8 @@
-"""Training: the loop, checkpoints, schedules, precision, logging and DDP plumbing."""
+"""Training: the loop, schedules, precision, logging, AWP, weight averaging and DDP plumbing.
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .trainer import Trainer, TrainResult, build_model, resume_config, train
+The checkpoint format lives in :mod:`phaseguard.checkpoint`, beside loading, which reads it too.
+"""
 
-__all__ = [
-    "TrainResult",
-    "Trainer",
-    "build_model",
-    "load_checkpoint",
-    "resume_config",
-    "save_checkpoint",
-    "train",
-]
+from .trainer import Trainer, TrainResult, resume_config, train
+
+__all__ = ["TrainResult", "Trainer", "resume_config", "train"]

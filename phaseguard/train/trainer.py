@@ -25,55 +25,21 @@ from torch import nn
 from tqdm import tqdm
 
 from ..attacks import PGD
+from ..build import build_method, build_model, resolve_device
+from ..checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from ..config import Config, apply_overrides, config_from_dict
 from ..data import BatchLoader, Dataset, load_dataset, split_validation
 from ..errors import CheckpointError, ConfigError, TrainingError
-from ..evaluate import predict_correct
 from ..hardware import configure_threads, device_name
-from ..methods import (
-    Batch,
-    Method,
-    MethodContext,
-    Metrics,
-    create_method,
-    method_class,
-    method_options,
-)
-from ..models import create_model
+from ..methods import Batch, Method, Metrics, method_class, method_options
+from ..predict import predict_correct
 from ..run_dir import RunDir
 from .averaging import WeightAverager
 from .awp import AWP
-from .checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .logger import RunLogger
 from .precision import autocast, make_scaler, resolve_speed_settings
 from .schedule import lr_factor
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available")
-    return device
-
-
-def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
-    """The classifier a config describes (split BN when its method needs it)."""
-    normalize = None
-    if cfg.model.normalize is not None:
-        if len(cfg.model.normalize) != 2:
-            raise ConfigError("model.normalize must be [mean, std]")
-        normalize = (cfg.model.normalize[0], cfg.model.normalize[1])
-    return create_model(
-        cfg.model.name,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        normalize=normalize,
-        split_bn=method_class(cfg.method["name"]).wants_split_bn(method_options(cfg.method)),
-        **cfg.model.kwargs,
-    )
 
 
 def training_step(
@@ -162,18 +128,16 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        ctx = MethodContext(
+        self.method = build_method(
+            cfg,
+            self.compiled,
+            ds.num_classes,
+            ds.image_shape,
             model=self.model,
-            net=self.compiled,
-            attack=cfg.attack,
-            num_classes=ds.num_classes,
-            image_shape=ds.image_shape,
-            device=self.device,
             augment=self.data.train.augment,
             precision=cfg.train.precision,
             distributed=self.dist.enabled,
         )
-        self.method = create_method(cfg.method, ctx)
         o = cfg.optim
         self.optimizer = torch.optim.SGD(
             self.net.parameters(),

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from .errors import CheckpointError
 
 FORMAT = "phaseguard-checkpoint"
 VERSION = 1
