@@ -8,7 +8,7 @@
     RUN_DIR/checkpoints/last.pt, best.pt   full training state (best = highest validation PGD)
     RUN_DIR/eval.json          written by ``phaseguard eval``
     RUN_DIR/analysis.json      written by ``phaseguard analyze`` (phase reliance)
-    RUN_DIR/eps_curve.json     cached by ``phaseguard report`` (PGD-20 accuracy against eps)
+    RUN_DIR/eps_curve.json     cached by ``phaseguard report`` (accuracy against eps)
 """
 
 from __future__ import annotations
