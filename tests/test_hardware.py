@@ -63,6 +63,8 @@ def test_cpu_layout_follows_the_narrowest_convolution(width, channels_last) -> N
 def test_fp16_on_cpu_and_a_bad_forced_probe_are_errors(monkeypatch) -> None:
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         resolve_precision("fp16", CPU)
+    with pytest.raises(ConfigError, match="cannot train in fp16"):
+        resolve_precision("fp16", CUDA, fp16_ok=False)
     monkeypatch.setenv(NATIVE_BF16_ENV, "maybe")
     with pytest.raises(ConfigError, match=NATIVE_BF16_ENV):
         native_bf16(CPU)

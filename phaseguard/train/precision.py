@@ -45,11 +45,16 @@ def resolve_precision(requested: str, device: torch.device, fp16_ok: bool = True
     """The precision ``requested`` ("auto", "fp32", "bf16", "fp16") means on ``device``.
 
     ``fp16_ok``: whether the method trains correctly under fp16 (DAT's joint update does not);
-    auto then falls back to fp32 where it would pick fp16. An explicit bf16 where it is not
-    native still resolves to bf16 (:func:`emulation_warning` says what it costs).
+    auto then falls back to fp32 where it would pick fp16, and an explicit fp16 is refused. An
+    explicit bf16 where it is not native still resolves to bf16 (:func:`emulation_warning` says
+    what it costs).
     """
     if requested == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision=fp16 needs CUDA; use auto, bf16 or fp32 on CPU")
+    if requested == "fp16" and not fp16_ok:
+        raise ConfigError(
+            "this method cannot train in fp16 with these options; use auto, bf16 or fp32"
+        )
     if requested != "auto":
         return Resolved(requested, "as configured")
     where = "this CPU" if device.type == "cpu" else f"this {device.type} device"
@@ -126,11 +131,6 @@ def resolve_speed_settings(
         kept = [f for f in AUTO_FIELDS if getattr(cfg.train, f) == "auto"]
         cfg = adopt_resolved(cfg, stored)
     precision = resolve_precision(cfg.train.precision, device, fp16_ok)
-    if precision.value == "fp16" and not fp16_ok:
-        raise ConfigError(
-            f"method {cfg.method['name']} cannot train in fp16 with these options; "
-            "use auto, bf16 or fp32"
-        )
     layout = resolve_channels_last(cfg.train.channels_last, device, precision.value, model)
     at_start = "as resolved when the run started"
     if "precision" in kept:
