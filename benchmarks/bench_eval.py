@@ -34,7 +34,7 @@ from phaseguard.config import load_config
 from phaseguard.data import load_dataset
 from phaseguard.loading import load_model
 from phaseguard.models import create_model
-from phaseguard.train import train
+from phaseguard.training import train
 
 Attack = Callable[[Tensor, Tensor], Tensor]
 

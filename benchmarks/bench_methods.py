@@ -3,7 +3,7 @@
     python -m benchmarks.bench_methods [--model resnet18] [--batch 128] [--precision fp32]
                                        [--iters 2] [--repeats 3] [--threads 2] [--device cpu]
 
-Every method runs ``phaseguard.train.trainer.training_step`` (exactly what training runs) on the
+Every method runs ``phaseguard.training.trainer.training_step`` (exactly what training runs) on the
 same model architecture, the same real Fashion-MNIST images (tiled to 3x32x32 for the CIFAR
 models), batch and precision; methods are interleaved over ``--repeats`` rounds and the median
 seconds per iteration are reported. Attack settings: eps 8/255, step 2/255, 10 steps for
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import images, method_step, peak_memory_mb, timed
 from phaseguard.models import create_model
-from phaseguard.train.precision import autocast
+from phaseguard.training.precision import autocast
 
 K_PGD, K_EAEG = 10, 5
 

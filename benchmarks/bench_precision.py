@@ -25,7 +25,7 @@ from benchmarks.common import images, method_step, peak_memory_mb, synchronize, 
 from phaseguard.config import Config
 from phaseguard.hardware import device_name, native_bf16
 from phaseguard.models import create_model
-from phaseguard.train.precision import resolve_speed_settings
+from phaseguard.training.precision import resolve_speed_settings
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from phaseguard.config import AttackConfig, Config, ModelConfig
 from phaseguard.cpu_memory import keep_freed_memory
 from phaseguard.data import load_dataset
 from phaseguard.methods import Method
-from phaseguard.train.precision import make_scaler
-from phaseguard.train.trainer import training_step
+from phaseguard.training.precision import make_scaler
+from phaseguard.training.trainer import training_step
 
 # Benchmarks time what the phaseguard command runs, which keeps freed memory for reuse
 # (PHASEGUARD_SYSTEM_MALLOC=1 measures the C library's defaults instead).

@@ -26,7 +26,7 @@ import torch
 from phaseguard.checkpoint import load_checkpoint
 from phaseguard.config import load_config
 from phaseguard.hardware import cpu_name
-from phaseguard.train import train
+from phaseguard.training import train
 
 BASE = [
     "data.name=fashion-mnist",

@@ -7,10 +7,10 @@ baselines it is compared with, on one training engine, with honest evaluation.
 from .config import Config, load_config
 from .data import load_dataset
 from .errors import PhaseguardError
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .loading import export_safetensors, load_model
 from .models import create_model, list_models
-from .train import train
+from .training import train
 
 __version__ = "0.1.0"
 

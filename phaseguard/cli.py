@@ -18,7 +18,7 @@ from .hardware import configure_threads
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .train import resume_config, train
+    from .training import resume_config, train
 
     if args.resume is not None:
         if args.config is not None and "=" not in args.config:

@@ -1,7 +1,7 @@
 """What the machine can do, probed at run time: native bf16, the CPU cores this process may use.
 
 Speed settings are decided from these probes, never from a list of CPU or GPU names
-(:mod:`phaseguard.train.precision` turns them into the run's precision and memory layout).
+(:mod:`phaseguard.training.precision` turns them into the run's precision and memory layout).
 
 Native bf16:
 

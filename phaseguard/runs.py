@@ -19,7 +19,7 @@ from .analyze import PhaseReliance, analyze_phase_reliance
 from .build import resolve_device
 from .data import load_dataset
 from .errors import PhaseguardError
-from .evaluate import EvalReport, evaluate
+from .evaluation import EvalReport, evaluate
 from .loading import LoadedModel, load_model
 
 

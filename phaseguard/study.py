@@ -143,7 +143,7 @@ def _newer(path: Path, than: Path) -> bool:
 
 
 def _trained(run: RunDir, cfg: Config) -> bool:
-    from .train.logger import read_log
+    from .training.logger import read_log
 
     return run.log_csv.is_file() and len(read_log(run.log_csv)) >= cfg.train.epochs
 
@@ -151,8 +151,8 @@ def _trained(run: RunDir, cfg: Config) -> bool:
 def _config(study_run: StudyRun, run: RunDir) -> Config:
     """The run's config (with the precision and layout the run resolved when it started);
     refused when the folder was trained with another one."""
-    from .train import resume_config
-    from .train.precision import adopt_resolved
+    from .training import resume_config
+    from .training.precision import adopt_resolved
 
     cfg = study_run.load()
     if not run.has_checkpoint():
@@ -180,7 +180,7 @@ def _steps(
     """(name, is it done?, do it) for train -> eval -> analyze; asked in order, after the
     previous step ran, since each depends on the checkpoint the one before leaves."""
     from .runs import analyze_run, evaluate_run
-    from .train import train
+    from .training import train
 
     cfg = _config(study_run, run)
     return [

@@ -43,7 +43,7 @@ def _restore_torch_threads():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished 3-epoch PGD-AT run folder (shared, read-only for the tests that use it)."""
-    from phaseguard.train import train
+    from phaseguard.training import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), out)

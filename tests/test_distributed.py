@@ -11,7 +11,7 @@ import pytest
 from phaseguard.data import load_dataset
 from phaseguard.loading import load_model
 from phaseguard.predict import predict_correct
-from phaseguard.train import train
+from phaseguard.training import train
 from tests.conftest import tiny_config
 from tests.test_methods import SHORT
 

@@ -23,7 +23,7 @@ from phaseguard.attacks import (
     list_eval_attacks,
 )
 from phaseguard.errors import ConfigError
-from phaseguard.evaluate import evaluate, sanity_checks
+from phaseguard.evaluation import evaluate, sanity_checks
 from phaseguard.predict import predict_correct
 
 BLACK_BOX_CHECK = "black-box attack finds nothing the white-box ones missed"

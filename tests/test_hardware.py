@@ -18,8 +18,8 @@ from phaseguard.config import load_config
 from phaseguard.errors import ConfigError
 from phaseguard.hardware import NATIVE_BF16_ENV, cgroup_cpu_limit, native_bf16
 from phaseguard.models import create_model
-from phaseguard.train import Trainer, train
-from phaseguard.train.precision import resolve_channels_last, resolve_precision
+from phaseguard.training import Trainer, train
+from phaseguard.training.precision import resolve_channels_last, resolve_precision
 from tests.conftest import tiny_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

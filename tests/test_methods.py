@@ -12,7 +12,7 @@ from phaseguard.data import load_dataset
 from phaseguard.loading import load_model
 from phaseguard.methods import list_methods
 from phaseguard.predict import predict_correct
-from phaseguard.train import Trainer, train
+from phaseguard.training import Trainer, train
 from tests.conftest import tiny_config
 
 # Enough real data and steps for adversarial training to show, yet seconds per method here.

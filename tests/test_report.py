@@ -60,7 +60,7 @@ def assert_valid_png(path: Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
     """(PGD-AT run, DAT run): a private copy of the shared tiny run and a 1-epoch DAT run."""
-    from phaseguard.train import train
+    from phaseguard.training import train
 
     root = tmp_path_factory.mktemp("report_runs")
     pgd = root / "pgd"

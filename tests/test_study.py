@@ -18,7 +18,7 @@ from phaseguard.cli import main
 from phaseguard.errors import ConfigError
 from phaseguard.run_dir import RunDir
 from phaseguard.study import load_study, resolve_study, run_study
-from phaseguard.train.logger import read_log
+from phaseguard.training.logger import read_log
 from tests.conftest import TINY
 
 

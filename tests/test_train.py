@@ -16,8 +16,8 @@ from phaseguard.checkpoint import load_checkpoint, save_checkpoint
 from phaseguard.config import load_config
 from phaseguard.errors import CheckpointError, ConfigError, TrainingError
 from phaseguard.models import create_model
-from phaseguard.train import Trainer, train
-from phaseguard.train.precision import resolve_speed_settings
+from phaseguard.training import Trainer, train
+from phaseguard.training.precision import resolve_speed_settings
 from tests.conftest import tiny_config
 
 

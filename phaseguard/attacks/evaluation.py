@@ -3,7 +3,7 @@ run, each scoring every image as correctly classified or not.
 
 An :class:`EvalAttack` maps an :class:`EvalTask` (model, images, threat model, options) to bool
 [N], and carries what the tables print (``label``) and what the sanity checks of
-:mod:`phaseguard.evaluate` may expect of it: whether it is randomised, whether it sees the
+:func:`phaseguard.evaluate` may expect of it: whether it is randomised, whether it sees the
 model's gradients (white-box) or only its outputs (black-box), and the entry it must not score
 above (:class:`Ceiling`). A new evaluation attack is one :func:`register_eval_attack` call
 (one that crafts images registers its builder in :mod:`phaseguard.attacks.registry` and scores

@@ -19,7 +19,7 @@ from ..data import load_dataset
 from ..errors import ConfigError
 from ..methods.dat import DAT
 from ..run_dir import RunDir
-from ..train.logger import read_log
+from ..training.logger import read_log
 from .dat_figure import dat_views, plot_dat_views
 from .eps_curve import EPS_MULTIPLES, plot_eps_curves, run_eps_curve
 from .plots import plot_training_curves
