@@ -3,7 +3,7 @@
     python -m benchmarks.bench_methods [--model resnet18] [--batch 128] [--precision fp32]
                                        [--iters 2] [--repeats 3] [--threads 2] [--device cpu]
 
-Every method runs ``phaseguard.training.trainer.training_step`` (exactly what training runs) on the
+Every method runs ``phaseguard.training.step.TrainingStep`` (exactly what training runs) on the
 same model architecture, the same real Fashion-MNIST images (tiled to 3x32x32 for the CIFAR
 models), batch and precision; methods are interleaved over ``--repeats`` rounds and the median
 seconds per iteration are reported. Attack settings: eps 8/255, step 2/255, 10 steps for

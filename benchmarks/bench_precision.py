@@ -6,7 +6,7 @@ from numbers.
                                           [--iters 3] [--repeats 3] [--threads 2] [--compile]
                                           [--precisions fp32,bf16] [--width W] [--device cpu]
 
-Each variant runs ``training_step`` of the method on the same real images; the table gives the
+Each variant runs the method's ``TrainingStep`` on the same real images; the table gives the
 median seconds per iteration, the speed-up over the first variant (fp32 NCHW), the first call's
 seconds (for compiled variants: compilation) and the peak memory of one iteration. The header
 names the CPU (or GPU), whether it computes bf16 natively (the probe behind

@@ -14,8 +14,7 @@ from phaseguard.config import AttackConfig, Config, ModelConfig
 from phaseguard.cpu_memory import keep_freed_memory
 from phaseguard.data import load_dataset
 from phaseguard.methods import Method
-from phaseguard.training.precision import make_scaler
-from phaseguard.training.trainer import training_step
+from phaseguard.training.step import TrainingStep
 
 # Benchmarks time what the phaseguard command runs, which keeps freed memory for reuse
 # (PHASEGUARD_SYSTEM_MALLOC=1 measures the C library's defaults instead).
@@ -48,7 +47,7 @@ def method_step(
     one_backward: bool = False,
     **model_kwargs: object,
 ) -> Callable[[], object]:
-    """One training iteration of the method ``section`` (``training_step``, what training runs)
+    """One training iteration of the method ``section`` (``TrainingStep``, what training runs)
     on a fresh model (seed 0) of architecture ``model``, on the device of ``x``.
     ``one_backward``: one backward of the whole loss (``Method.loss_and_backward``'s default)
     even where the method takes it in pieces (DAT), to measure what the pieces save.
@@ -60,13 +59,13 @@ def method_step(
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     net_or_compiled = torch.compile(net) if compiled else net  # as the trainer: attacks too
-    method = build_method(cfg, net_or_compiled, 10, tuple(x.shape[1:]), precision=precision)
+    method = build_method(cfg, net_or_compiled, 10, tuple(x.shape[1:]))
     if one_backward:
         method.loss_and_backward = partial(Method.loss_and_backward, method)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    scaler = make_scaler(precision, x.device)
+    step = TrainingStep(method, net_or_compiled, optimizer, precision, x.device)
     net.train()
-    return lambda: training_step(method, net_or_compiled, optimizer, scaler, x, y, precision)
+    return lambda: step(x, y)
 
 
 def synchronize(device: torch.device) -> None:

@@ -3,13 +3,15 @@
 A refactor or speed-up of a method, an attack or the trainer must leave these unchanged (a change
 of behaviour is a new option, default off)::
 
-    python -m benchmarks.weight_hashes [--out FILE] [--compare benchmarks/weight_hashes.json]
+    python -m benchmarks.weight_hashes --compare benchmarks/weight_hashes.json
+    python -m benchmarks.weight_hashes --record benchmarks/weight_hashes.json  # add this CPU kind
 
 Each case trains 2 epochs of 384 real Fashion-MNIST images (small net, width 8, batch 64) in
 fp32, NCHW, 2 threads, seed 0, and hashes (SHA-256) every tensor of the last checkpoint: the
-classifier, its averaged copy, the method's state (DAT's generator). fp32 kernels differ between
-CPU kinds (AVX2, AVX-512, AMX), so hashes are comparable only between runs on one kind; the file
-records the CPU it was made on and ``--compare`` refuses another.
+classifier, its averaged copy, the method's trainables (DAT's generator and its optimiser).
+fp32 kernels differ between CPU kinds (AVX2, AVX-512, AMX), so hashes are comparable only
+between runs on one kind: the file holds one entry per kind (CPU name and ATen's vector
+capability), and ``--compare`` uses this machine's, or says that there is none.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ CASES: dict[str, list[str]] = {
     "dat_joint": [*DAT, "method.generator_update=joint"],
     "dat_awp": [*DAT, "awp.enabled=true"],
     "dat_ema": [*DAT, "averaging.name=ema", "averaging.ema_decay=0.9"],
+    # the paper's ablations and the reference's BN updates
+    "dat_no_js": [*DAT, "method.js=false"],
+    "dat_eaeg_only": [*DAT, "method.mixed_branch=false"],
+    "dat_no_mixup": [*DAT, "method.mixup=false"],
+    "dat_random": [*DAT, "method.amplitude=random"],
+    "dat_ref_bn": [*DAT, "method.reference_bn_updates=true"],
 }
 
 
@@ -81,28 +89,41 @@ def run_case(overrides: list[str], out: Path) -> str:
     return tensors_digest({k: state[k] for k in ("model", "eval_model", "method")})
 
 
+def cpu_kind() -> str:
+    """This machine's entry in the hashes file: CPU name and ATen's vector capability."""
+    return f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="write the hashes to this JSON file")
-    parser.add_argument("--compare", help="JSON file of earlier hashes (same CPU kind) to check")
+    parser.add_argument("--compare", help="hashes file whose entry for this CPU kind to check")
+    parser.add_argument("--record", help="hashes file to add (or replace) this CPU kind's entry in")
     parser.add_argument("--cases", help="comma-separated subset of: " + ",".join(CASES))
     args = parser.parse_args()
     names = args.cases.split(",") if args.cases else list(CASES)
-    result = {"cpu": cpu_name(), "torch": torch.__version__, "hashes": {}}
+    kind = cpu_kind()
+    hashes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            result["hashes"][name] = run_case(CASES[name], Path(tmp) / name)
-            print(f"{name:<10} {result['hashes'][name]}", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+            hashes[name] = run_case(CASES[name], Path(tmp) / name)
+            print(f"{name:<14} {hashes[name]}", flush=True)
+    if args.record:
+        path = Path(args.record)
+        kinds = json.loads(path.read_text()) if path.is_file() else {}
+        kinds[kind] = {"torch": torch.__version__, "hashes": hashes}
+        path.write_text(json.dumps(kinds, indent=2, sort_keys=True) + "\n")
     if not args.compare:
         return 0
-    before = json.loads(Path(args.compare).read_text())
-    if (before["cpu"], before["torch"]) != (result["cpu"], result["torch"]):
-        print(f"cannot compare: made on {before['cpu']} / torch {before['torch']}")
+    before = json.loads(Path(args.compare).read_text()).get(kind)
+    if before is None or before["torch"] != torch.__version__:
+        print(f"cannot compare: no entry for {kind} with torch {torch.__version__}")
         return 2
-    changed = [n for n in names if before["hashes"].get(n) != result["hashes"][n]]
+    recorded = [n for n in names if n in before["hashes"]]
+    changed = [n for n in recorded if before["hashes"][n] != hashes[n]]
+    missing = sorted(set(names) - set(recorded))
     print("all identical" if not changed else f"CHANGED: {', '.join(changed)}")
+    if missing:
+        print(f"not recorded for this CPU kind: {', '.join(missing)}")
     return 1 if changed else 0
 
 

@@ -51,31 +51,25 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
 
 def build_method(
     cfg: Config,
-    net: nn.Module,
+    model: nn.Module,
     num_classes: int,
     image_shape: tuple[int, int, int],
     *,
-    model: nn.Module | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    precision: str = "fp32",
-    distributed: bool = False,
 ) -> Method:
     """The training method ``cfg.method`` names, with its options and the attack section, for
-    the classifier ``net`` (on its device).
+    the classifier ``model`` (on its device; compiled when training compiles it).
 
-    ``model``: what the training loss runs through when it is not ``net`` itself (DDP);
     ``augment``: the training crop/flip of un-augmented batches [B,C,H,W] in [0,1] (default:
-    none); ``precision``: the resolved autocast precision of training.
+    none). The trainer builds the optimisers of the method's trainables and replicates them
+    (:class:`phaseguard.training.step.TrainingStep`).
     """
     ctx = MethodContext(
-        model=net if model is None else model,
-        net=net,
-        attack=cfg.attack,
+        model=model,
+        attack_config=cfg.attack,
         num_classes=num_classes,
         image_shape=tuple(image_shape),
-        device=next(net.parameters()).device,
-        precision=precision,
-        distributed=distributed,
+        device=next(model.parameters()).device,
     )
     if augment is not None:
         ctx.augment = augment

@@ -110,7 +110,7 @@ class TrainConfig:
     epochs: int = 110
     batch_size: int = 128  # global batch (split across DDP ranks)
     # auto: bf16 where the device computes it natively, fp16 on older CUDA GPUs, else fp32;
-    # auto layout: channels_last on CPU and under CUDA autocast (phaseguard/training/precision.py).
+    # auto layout: from the device, precision and model (phaseguard/training/precision.py).
     # A run's config.yaml holds the resolved values, so a resumed run keeps them.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto"] | bool = "auto"

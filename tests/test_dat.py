@@ -15,7 +15,9 @@ from phaseguard.config import AttackConfig, Config
 from phaseguard.data import load_dataset, random_crop_flip
 from phaseguard.methods.adversarial import kl_div
 from phaseguard.methods.dat import js_divergence
+from phaseguard.methods.objective import objective_loss
 from phaseguard.models import SplitBatchNorm, bn_branch, create_model, has_split_bn, list_models
+from phaseguard.training.step import ScaledBackward, TrainingStep
 
 EPS = 0.1
 
@@ -40,6 +42,22 @@ def make_dat(seed: int = 0, augment: bool = True, **options):
 def run_prepare(method, batch, seed=1):
     torch.manual_seed(seed)
     return method.prepare(*batch)
+
+
+def generator_params(method):
+    return list(method.generator.module.parameters())
+
+
+class RecordingBackward(ScaledBackward):
+    """The trainer's backward (no gradient scaling), keeping each piece's value."""
+
+    def __init__(self, model):
+        super().__init__(model, torch.amp.GradScaler("cpu", enabled=False))
+        self.pieces = []
+
+    def __call__(self, piece):
+        self.pieces.append(piece.detach())
+        super().__call__(piece)
 
 
 def test_views_stay_in_their_balls_and_x_hat_keeps_a_path_to_the_generator(batch):
@@ -89,22 +107,23 @@ def test_main_statistics_do_not_move_during_the_aux_forwards(batch):
     net.train()
     mains = [m.main for m in net.modules() if isinstance(m, SplitBatchNorm)]
     before = [m.running_mean.clone() for m in mains]
-    method._mixed_terms(
-        net, b["x_hat"].detach(), b["x_hat_adv"].detach(), b["y"], torch.zeros(64, 10)
-    )
+    spec = method.objective(b, b["x_hat"].detach(), b["x_hat_adv"].detach())
+    hat_branches = [br for br in spec.branches if br.name in ("x_hat", "x_hat_adv")]
+    objective_loss(net, hat_branches, spec.terms[:1])
     assert all(torch.equal(m.running_mean, r) for m, r in zip(mains, before))
 
 
 def test_generator_gets_gradient_and_its_step_increases_l_dat(batch):
     method, net = make_dat(generator_lr=0.5)
     b = run_prepare(method, batch)
-    loss = method.generator_loss(b)
+    trainable = method.trainables()["generator"]
+    assert trainable.maximise and not trainable.joint and trainable.lr == 0.5
+    loss = method.trainable_loss("generator", b)
     (-loss).backward(retain_graph=True)
-    grads = [p.grad for p in method.generator.parameters()]
+    grads = [p.grad for p in generator_params(method)]
     assert all(g is not None for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0
     assert all(p.grad is None for p in net.parameters())  # no classifier weight gradients
-    method.generator_optimizer.zero_grad()
 
     # Same batch, z and lam, same adversarial perturbation of x_hat: one generator step (first
     # SGD step: momentum buffer = gradient) raises the L_DAT terms that depend on G.
@@ -118,10 +137,11 @@ def test_generator_gets_gradient_and_its_step_increases_l_dat(batch):
     b = run_prepare(method, batch, seed=7)
     delta = (b["x_hat_adv"] - b["x_hat"]).detach()
     b = regenerated(b, delta)
-    before = method.generator_loss(b).item()
-    method.after_step(b)
-    after = method.generator_loss(regenerated(b, delta)).item()
-    assert after > before
+    loss = method.trainable_loss("generator", b)
+    ascent = torch.optim.SGD(generator_params(method), lr=1.0, maximize=True)
+    loss.backward()
+    ascent.step()
+    assert method.trainable_loss("generator", regenerated(b, delta)).item() > loss.item()
 
 
 def test_reference_bn_updates_switch_only_changes_running_statistics(batch):
@@ -130,7 +150,7 @@ def test_reference_bn_updates_switch_only_changes_running_statistics(batch):
         method, net = make_dat(reference_bn_updates=reference)
         b = run_prepare(method, batch)
         before = {k: v.clone() for k, v in net.state_dict().items()}
-        losses.append(method.generator_loss(b).item())
+        losses.append(method.trainable_loss("generator", b).item())
         after = net.state_dict()
         stats.append(any(not torch.equal(before[k], after[k]) for k in before))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
@@ -156,11 +176,9 @@ def test_js_switch_removes_exactly_the_js_term(batch):
 
 def test_no_mixup_uses_x_as_x_hat_and_never_calls_the_generator(batch):
     method, _ = make_dat(mixup=False)
-    state = {k: v.clone() for k, v in method.generator.state_dict().items()}
     b = run_prepare(method, batch)
     assert torch.equal(b["x_hat"], b["x"])
-    assert method.after_step(b) == {}
-    assert all(torch.equal(v, state[k]) for k, v in method.generator.state_dict().items())
+    assert method.trainables() == {}  # nothing for the trainer to step or checkpoint
 
 
 def test_eaeg_only_is_l_at_of_x_and_x_adv_alone(batch):
@@ -175,7 +193,7 @@ def test_eaeg_only_is_l_at_of_x_and_x_adv_alone(batch):
     ce = torch.nn.functional.cross_entropy(logits, b["y"], label_smoothing=0.5)
     kl = kl_div(logits, logits_adv).mean()
     assert loss.item() == pytest.approx((ce + 15.0 * kl).item(), rel=1e-5)
-    assert set(metrics) == {"acc", "acc_adv"} and method.after_step(b) == {}
+    assert set(metrics) == {"acc", "acc_adv"} and method.trainables() == {}
 
 
 def test_no_split_bn_model_has_plain_bn_and_both_views_use_it(batch):
@@ -187,12 +205,10 @@ def test_no_split_bn_model_has_plain_bn_and_both_views_use_it(batch):
 
 def test_random_amplitude_replaces_the_generator(batch):
     method, _ = make_dat(amplitude="random")
-    state = {k: v.clone() for k, v in method.generator.state_dict().items()}
     b = run_prepare(method, batch)
     assert not b["x_hat"].requires_grad
     assert not torch.allclose(b["x_hat"], b["x"])
-    assert method.after_step(b) == {}
-    assert all(torch.equal(v, state[k]) for k, v in method.generator.state_dict().items())
+    assert method.trainables() == {}
 
 
 def test_joint_update_moves_generator_against_the_classifier(batch):
@@ -202,7 +218,8 @@ def test_joint_update_moves_generator_against_the_classifier(batch):
     loss, _ = method.loss(net, b)
     loss.backward()
     # gradient reversal: the generator receives the negative of dL/dx_hat
-    assert all(p.grad is not None for p in method.generator.parameters())
+    assert method.trainables()["generator"].joint
+    assert all(p.grad is not None for p in generator_params(method))
     assert all(p.grad is not None for p in net.parameters())
 
 
@@ -211,7 +228,8 @@ SHAPES = {"smallcnn": (1, 28, 28), "resnet18": (3, 64, 64), "preact_resnet18": (
 
 @pytest.mark.parametrize("name", list_models())
 def test_one_dat_iteration_on_every_model(name):
-    """Prepare, loss, classifier step, generator step: every registered architecture."""
+    """The trainer's iteration (prepare, loss, classifier step, generator step) on every
+    registered architecture."""
     shape = SHAPES.get(name, (3, 16, 16))  # the WRNs: small images keep this fast
     kwargs = {"depth": 10, "widen_factor": 2} if name == "wrn" else {}
     torch.manual_seed(0)
@@ -220,15 +238,15 @@ def test_one_dat_iteration_on_every_model(name):
     cfg = Config(attack=attack, method={"name": "dat", "eaeg_steps": 1})
     method = build_method(cfg, net, 10, shape)
     x, y = torch.rand(4, *shape), torch.randint(0, 10, (4,))
-    gen_before = [p.clone() for p in method.generator.parameters()]
-    batch = method.prepare(x, y)
+    step = TrainingStep(method, net, torch.optim.SGD(net.parameters(), lr=0.1))
+    before = [p.clone() for p in net.parameters()]
+    gen_before = [p.clone() for p in generator_params(method)]
     net.train()
-    loss, _ = method.loss(net, batch)
-    loss.backward()
-    assert torch.isfinite(loss)
+    loss, metrics = step(x, y)
+    assert torch.isfinite(loss) and torch.isfinite(metrics["generator_loss"])
     assert all(p.grad is not None for p in net.parameters())
-    method.after_step(batch)
-    assert any(not torch.equal(a, b) for a, b in zip(gen_before, method.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(gen_before, generator_params(method)))
 
 
 def test_lean_generator_step_has_the_reference_gradient(batch):
@@ -238,8 +256,8 @@ def test_lean_generator_step_has_the_reference_gradient(batch):
     here."""
     method, net = make_dat(reference_bn_updates=True)
     b = run_prepare(method, batch)
-    params = list(method.generator.parameters())
-    lean = torch.autograd.grad(-method.generator_loss(b), params, retain_graph=True)
+    params = generator_params(method)
+    lean = torch.autograd.grad(-method.trainable_loss("generator", b), params, retain_graph=True)
 
     import torch.nn.functional as F
 
@@ -272,22 +290,18 @@ def _gradients(method, net, b, staged: bool):
     """Loss value, classifier and generator gradients and BN buffers after one classifier
     backward, through :meth:`loss` (one backward) or :meth:`loss_and_backward` (pieces)."""
     net.zero_grad(set_to_none=True)
-    method.generator.zero_grad(set_to_none=True)
+    method.generator.module.zero_grad(set_to_none=True)
     net.train()
     if staged:
-        pieces = []
-
-        def backward(piece):
-            pieces.append(piece.detach())
-            piece.backward()
-
+        backward = RecordingBackward(net)
         loss, _ = method.loss_and_backward(net, b, backward)
+        pieces = backward.pieces
     else:
         loss, _ = method.loss(net, b)
         loss.backward()
         pieces = [loss.detach()]
     grads = [p.grad.clone() for p in net.parameters()]
-    gen = [None if p.grad is None else p.grad.clone() for p in method.generator.parameters()]
+    gen = [None if p.grad is None else p.grad.clone() for p in generator_params(method)]
     return loss.detach(), grads, gen, [t.clone() for t in net.buffers()], pieces
 
 
@@ -306,7 +320,8 @@ def test_backward_in_pieces_equals_the_one_loss_backward(batch, options):
         results.append(_gradients(method, net, b, staged))
     (loss, grads, gen, buffers, _), (loss_s, grads_s, gen_s, buffers_s, pieces) = results
     assert torch.equal(loss, loss_s)
-    assert len(pieces) == 3  # x' alone, then x, then x_hat with x_hat'
+    # x' alone, then x, then x_hat with x_hat' (without JS, x and x' both after x')
+    assert len(pieces) == 3
     for a, s in zip(grads, grads_s, strict=True):
         torch.testing.assert_close(s, a, rtol=1e-5, atol=1e-7)
     for a, s in zip(buffers, buffers_s, strict=True):
@@ -357,9 +372,10 @@ def test_training_backward_keeps_at_most_two_branch_graphs_alive(batch):
 
 
 def test_backward_in_pieces_under_ddp_reduces_every_parameter(batch, monkeypatch):
-    """Through DistributedDataParallel (gloo, one process) the pieces give the gradients of the
-    plain backward, and a second iteration runs: DDP raises if a parameter missed the reduction
-    (the main BN branch's parameters get no gradient from the last piece's own graphs)."""
+    """Through DistributedDataParallel (gloo, one process) and the trainer's backward, the
+    pieces give the gradients of the plain backward, and a second iteration runs: DDP raises if a
+    parameter missed the reduction (the main BN branch's parameters get no gradient from the
+    last piece's own graphs; the trainer's backward adds a zero term after local pieces)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -373,8 +389,36 @@ def test_backward_in_pieces_under_ddp_reduces_every_parameter(batch, monkeypatch
         ddp = DistributedDataParallel(net)
         for _ in range(2):
             net.zero_grad(set_to_none=True)
-            method.loss_and_backward(ddp, b, lambda piece: piece.backward())
+            method.loss_and_backward(
+                ddp, b, ScaledBackward(ddp, torch.amp.GradScaler("cpu", enabled=False))
+            )
             for a, s in zip(plain, (p.grad for p in net.parameters()), strict=True):
                 torch.testing.assert_close(s, a, rtol=1e-5, atol=1e-7)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("update", ["sequential", "joint"])
+def test_generator_steps_with_unscaled_gradients_under_fp16(batch, update):
+    """fp16 with gradient scaling (what CUDA GPUs without bf16 train in; CPU autocast runs it
+    here): the trainer scales and unscales the generator's gradients like the classifier's,
+    whether they come with the classifier's backward (joint) or from its own objective, so its
+    first step matches the fp32 step."""
+    moves = {}
+    for precision in ("fp32", "fp16"):
+        method, net = make_dat(generator_update=update)
+        step = TrainingStep(method, net, torch.optim.SGD(net.parameters(), lr=0.01), precision)
+        before = [p.clone() for p in generator_params(method)]
+        torch.manual_seed(1)
+        net.train()
+        step(*batch)
+        moves[precision] = torch.cat(
+            [(p - b).flatten() for p, b in zip(generator_params(method), before)]
+        )
+        scalers = {
+            t.scaler.get_scale() if t.scaler.is_enabled() else 1.0 for t in step.trained.values()
+        }
+        assert (max(scalers) > 1.0) == (precision == "fp16")
+    fp32, fp16 = moves["fp32"], moves["fp16"]
+    assert fp32.norm() > 0
+    assert (fp16 - fp32).norm() < 0.1 * fp32.norm(), ((fp16 - fp32).norm(), fp32.norm())

@@ -28,21 +28,18 @@ SMALL = ["data.train_size=128", "train.epochs=1"]
 
 
 @pytest.mark.parametrize(
-    ("native", "device", "fp16_ok", "precision", "channels_last"),
+    ("native", "device", "precision", "channels_last"),
     [
-        (True, CPU, True, "bf16", True),
-        (False, CPU, True, "fp32", True),
-        (True, CUDA, True, "bf16", True),
-        (False, CUDA, True, "fp16", True),  # T4/V100: fp16 with the gradient scaler
-        (False, CUDA, False, "fp32", False),  # a method that cannot train in fp16
+        (True, CPU, "bf16", True),
+        (False, CPU, "fp32", True),
+        (True, CUDA, "bf16", True),
+        (False, CUDA, "fp16", True),  # T4/V100: fp16 with the gradient scaler
     ],
 )
-def test_auto_resolves_from_the_probe(
-    monkeypatch, native, device, fp16_ok, precision, channels_last
-) -> None:
+def test_auto_resolves_from_the_probe(monkeypatch, native, device, precision, channels_last):
     monkeypatch.setenv(NATIVE_BF16_ENV, "1" if native else "0")
     assert native_bf16(device) is native
-    resolved = resolve_precision("auto", device, fp16_ok)
+    resolved = resolve_precision("auto", device)
     assert resolved.value == precision
     wide = create_model("resnet18", 10, 3)
     assert resolve_channels_last("auto", device, resolved.value, wide).value is channels_last
@@ -63,8 +60,6 @@ def test_cpu_layout_follows_the_narrowest_convolution(width, channels_last) -> N
 def test_fp16_on_cpu_and_a_bad_forced_probe_are_errors(monkeypatch) -> None:
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         resolve_precision("fp16", CPU)
-    with pytest.raises(ConfigError, match="cannot train in fp16"):
-        resolve_precision("fp16", CUDA, fp16_ok=False)
     monkeypatch.setenv(NATIVE_BF16_ENV, "maybe")
     with pytest.raises(ConfigError, match=NATIVE_BF16_ENV):
         native_bf16(CPU)
@@ -185,7 +180,7 @@ def test_compile_reaches_the_attacks_and_trains_like_eager(tmp_path) -> None:
     eager = tmp_path / "eager"
     train(tiny_config(*SMALL), eager)
     trainer = Trainer(tiny_config(*SMALL, "train.compile=aot_eager"), tmp_path / "compiled")
-    assert trainer.method.attack.model is trainer.compiled is not trainer.net
+    assert trainer.step.method.attack.model is trainer.compiled is not trainer.model
     trainer.fit()
     a = load_checkpoint(eager / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")["model"]

@@ -60,12 +60,12 @@ def test_awp_perturbs_only_during_the_step_and_trains(tmp_path):
         tiny_config("awp.enabled=true", "awp.gamma=0.01", "optim.lr=0", "optim.weight_decay=0"),
         tmp_path / "awp",
     )
-    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     x, y = next(iter(trainer.data.train))
-    batch = trainer.method.prepare(x, y)
+    batch = trainer.step.method.prepare(x, y)
     with trainer._weight_perturbation(batch):
-        during = {k: v.clone() for k, v in trainer.net.state_dict().items()}
-    after = trainer.net.state_dict()
+        during = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    after = trainer.model.state_dict()
     moved = [k for k in before if not torch.equal(before[k], during[k])]
     assert moved and all(before[k].dim() > 1 for k in moved)  # conv/linear weights only
     for k in before:

@@ -52,10 +52,9 @@ def test_run_folder_holds_config_log_checkpoints(tiny_run):
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
-def test_same_seed_same_weights_and_resume_after_a_crash_is_identical(tmp_path, tiny_run):
-    """A run that dies during epoch 2 and is resumed ends where an uninterrupted one ends."""
-    crashed = tmp_path / "crashed"
-    trainer = Trainer(tiny_config(), crashed)
+def _crash_in_epoch_2(cfg, out):
+    """Train ``cfg`` into ``out`` and die after epoch 2's training, before its checkpoint."""
+    trainer = Trainer(cfg, out)
     calls = {"n": 0}
     real_validate = trainer._validate
 
@@ -68,11 +67,49 @@ def test_same_seed_same_weights_and_resume_after_a_crash_is_identical(tmp_path, 
     trainer._validate = dying_validate
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
-    assert load_checkpoint(crashed / "checkpoints" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def _assert_same_tensors(a, b):
+    """Nested dicts and lists of tensors and numbers, equal bit for bit."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_same_tensors(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            _assert_same_tensors(u, v)
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    else:
+        assert a == b
+
+
+def test_same_seed_same_weights_and_resume_after_a_crash_is_identical(tmp_path, tiny_run):
+    """A run that dies during epoch 2 and is resumed ends where an uninterrupted one ends."""
+    crashed = tmp_path / "crashed"
+    _crash_in_epoch_2(tiny_config(), crashed)
     train(tiny_config(), crashed, resume=True)
     _assert_same_weights(_weights(crashed), _weights(tiny_run))
     with (crashed / "log.csv").open() as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
+
+
+def test_dat_resumed_after_a_crash_restores_generator_and_its_optimiser(tmp_path):
+    """The trainer checkpoints what a method trains besides the classifier: a resumed DAT run
+    ends with the classifier, generator and generator momentum of an uninterrupted one."""
+    cfg = tiny_config("method.name=dat", "method.eaeg_steps=1", "train.epochs=2")
+    train(cfg, tmp_path / "whole")
+    _crash_in_epoch_2(cfg, tmp_path / "crashed")
+    train(cfg, tmp_path / "crashed", resume=True)
+    whole, resumed = (
+        load_checkpoint(tmp_path / r / "checkpoints" / "last.pt") for r in ("whole", "crashed")
+    )
+    assert set(resumed["method"]) == {"generator", "generator_optimizer"}
+    assert resumed["method"]["generator_optimizer"]["state"]  # momentum buffers
+    for key in ("model", "optimizer", "method"):
+        _assert_same_tensors(resumed[key], whole[key])
 
 
 def test_a_log_row_lost_between_checkpoint_and_log_write_comes_back(tmp_path):

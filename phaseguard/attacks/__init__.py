@@ -6,12 +6,13 @@ parameters and gets its modes back afterwards (see :mod:`phaseguard.attacks.base
 
 - :class:`FGSM` (and RS-FGSM), :class:`PGD` (linf/l2, CE/CW loss, restarts), :class:`CW`
   (CW-inf), :class:`TradesKL` (TRADES' KL attack and DAT's EAEG).
-- :func:`build_attack` / :func:`list_attacks`: the protocol's image attacks by name (fgsm, pgd20,
-  pgd100, cw).
+- :func:`build_attack` / :func:`list_attacks` / :func:`register_attack`: the protocol's image
+  attacks by name (fgsm, pgd20, pgd100, cw), and yours.
 - :func:`run_autoattack`: the official AutoAttack, resumable, returning per-sample flags.
 - :func:`eval_attack` / :func:`list_eval_attacks`: what ``phaseguard eval`` runs by name
   (natural, the image attacks, aa), each scoring images as correct or not, with its label and
-  the properties the sanity checks use.
+  the properties the sanity checks use; :func:`register_eval_attack` adds one (an image attack
+  is scored with :func:`image_attack`).
 """
 
 from phaseguard.attacks.autoattack import run_autoattack
@@ -23,12 +24,13 @@ from phaseguard.attacks.evaluation import (
     EvalAttack,
     EvalTask,
     eval_attack,
+    image_attack,
     list_eval_attacks,
     register_eval_attack,
 )
 from phaseguard.attacks.fgsm import FGSM
 from phaseguard.attacks.pgd import PGD
-from phaseguard.attacks.registry import build_attack, list_attacks
+from phaseguard.attacks.registry import build_attack, list_attacks, register_attack
 from phaseguard.attacks.trades_kl import TradesKL
 
 __all__ = [
@@ -45,8 +47,10 @@ __all__ = [
     "build_attack",
     "eval_attack",
     "frozen_parameters",
+    "image_attack",
     "list_attacks",
     "list_eval_attacks",
+    "register_attack",
     "register_eval_attack",
     "run_autoattack",
 ]

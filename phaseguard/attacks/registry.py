@@ -25,8 +25,19 @@ from phaseguard.attacks.pgd import PGD
 from phaseguard.errors import ConfigError
 from phaseguard.registry import Registry
 
-#: ``builder(model, eps, norm)`` -> the attack, by name, in protocol order.
-ATTACKS: Registry[Callable[[nn.Module, float, str], Attack]] = Registry("attack", ConfigError)
+#: ``builder(model, eps, norm)`` -> the attack.
+Builder = Callable[[nn.Module, float, str], Attack]
+
+#: The builders by name, in protocol order.
+ATTACKS: Registry[Builder] = Registry("attack", ConfigError)
+
+
+def register_attack(name: str, builder: Builder) -> Builder:
+    """Make :func:`build_attack` build ``builder(model, eps, norm)`` under ``name``.
+
+    Raises ConfigError if ``name`` is already taken.
+    """
+    return ATTACKS.add(name, builder)
 
 
 @ATTACKS.register("fgsm")

@@ -30,15 +30,17 @@ def _clean_and_adv_logits(model: nn.Module, batch: Batch) -> tuple[torch.Tensor,
 
 
 class _AdversarialExamples(Method):
-    """Shared ``prepare``: adversarial examples of ``attack_class`` on the bare net (eval mode),
+    """Shared ``prepare``: adversarial examples of ``attack_class`` on the classifier (eval mode),
     with the config's attack settings."""
 
     attack_class: type[PGD] = PGD
 
     def __init__(self, ctx, options) -> None:
         super().__init__(ctx, options)
-        a = ctx.attack
-        self.attack = self.attack_class(ctx.net, eps=a.eps, step=a.step, steps=a.steps, norm=a.norm)
+        a = ctx.attack_config
+        self.attack = self.attack_class(
+            ctx.model, eps=a.eps, step=a.step, steps=a.steps, norm=a.norm
+        )
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
         batch = super().prepare(x, y)

@@ -1,25 +1,32 @@
 """What a training method is: a small object that turns a batch into a loss.
 
-The trainer owns everything else (epochs, optimiser, schedule, precision, checkpoints, logs,
-DDP). Per batch it calls, in this order::
+The trainer (:class:`phaseguard.training.step.TrainingStep`) owns everything else: epochs,
+optimisers, schedule, precision and gradient scaling, checkpoints, logs, DDP. Per batch it
+calls, in this order::
 
     batch = method.prepare(x, y)           # augmentation, adversarial examples; no weight grads
     loss, metrics = method.loss_and_backward(model, batch, backward)
-                                           # method.loss, and its gradient taken by backward
-    (trainer: optimiser step)
-    method.after_step(batch)               # e.g. DAT's generator update
+                                           # method.loss, its gradient taken through backward
+    (trainer: classifier's optimiser step, and that of every joint trainable)
+    loss_g = method.trainable_loss(name, batch)  # per trainable that is not joint
+    (trainer: its backward, negated when it maximises, and its optimiser step)
 
 ``x`` is the un-augmented batch: a method applies ``ctx.augment`` itself, because DAT needs
 both views (it mixes amplitudes of the raw image and augments the result).
 ``loss`` takes the model as an argument so that wrappers (AWP's perturbed proxy, DDP) can ask
 for the same loss on another set of weights.
+
+A method that trains modules of its own (DAT's amplitude generator) declares them with
+:meth:`Method.trainables`; the trainer builds their optimisers, replicates them under DDP,
+scales, steps and checkpoints them like the classifier.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -34,20 +41,54 @@ Metrics = dict[str, torch.Tensor]
 class MethodContext:
     """What a method may use besides its options.
 
-    ``model`` is what the training loss runs through (DDP-wrapped when distributed); ``net`` is
-    the classifier without DDP (compiled when ``train.compile`` is on), used by attacks and by
-    eval-mode forwards, which must not go through DDP's gradient synchronisation.
+    ``model`` is the classifier without DDP (compiled when ``train.compile`` is on): attacks and
+    eval-mode forwards use it. The training loss runs through the model :meth:`Method.loss`
+    is given, which may be a DDP wrapper or AWP's proxy.
     """
 
     model: nn.Module
-    net: nn.Module
-    attack: AttackConfig
+    attack_config: AttackConfig  # the training attack's norm, eps, step and steps
     num_classes: int
     image_shape: tuple[int, int, int]
     device: torch.device
     augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # the training crop/flip
-    precision: str = "fp32"  # the trainer's autocast precision
-    distributed: bool = False
+
+
+@dataclass
+class Trainable:
+    """A module a method trains beside the classifier, with its optimiser settings.
+
+    The trainer gives it an SGD optimiser at a fixed learning rate (the classifier's schedule
+    does not apply), replicates it under DDP (``model``: what forwards call; the module itself
+    when not distributed), scales its gradients under fp16 and checkpoints module and optimiser.
+
+    ``joint``: its gradients come with the classifier's backward (e.g. through a gradient
+    reversal) and it steps with the classifier; otherwise it descends, after the classifier's
+    step, :meth:`Method.trainable_loss` (its negative when ``maximise``: an adversary).
+    """
+
+    module: nn.Module
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    maximise: bool = False
+    joint: bool = False
+    model: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = self.module
+
+
+class Backward(Protocol):
+    """The trainer's backward for a loss or a piece of it (scaled, outside autocast)."""
+
+    def __call__(self, piece: torch.Tensor) -> None: ...
+
+    def local(self) -> AbstractContextManager[None]:
+        """Forwards and backwards inside accumulate gradients locally; the next backward
+        outside synchronises everything accumulated (DDP's ``no_sync``; nothing otherwise)."""
+        ...
 
 
 @dataclass
@@ -70,11 +111,9 @@ class Method:
         """Whether the classifier needs split BN with these options (DAT does)."""
         return False
 
-    @classmethod
-    def supports_fp16(cls, options: Any) -> bool:
-        """Whether the method trains correctly under fp16 autocast with the trainer's gradient
-        scaler (the trainer refuses fp16, and ``precision: auto`` avoids it, when not)."""
-        return True
+    def trainables(self) -> dict[str, Trainable]:
+        """The modules this method trains besides the classifier, by name (none by default)."""
+        return {}
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
         """Everything of a batch the loss needs, from the un-augmented x [B,C,H,W] in [0,1]
@@ -86,28 +125,20 @@ class Method:
         raise NotImplementedError
 
     def loss_and_backward(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        backward: Callable[[torch.Tensor], None],
+        self, model: nn.Module, batch: Batch, backward: Backward
     ) -> tuple[torch.Tensor, Metrics]:
         """What training calls: :meth:`loss`'s value (detached) and metrics, its gradient taken
-        by calling ``backward`` (the trainer's scaled backward) on scalars whose gradients sum
-        to the loss's. The default calls it once on the loss; a method whose loss joins several
-        forwards may call it per piece to free each graph early (DAT does)."""
+        by calling ``backward`` on scalars whose gradients sum to the loss's. The default calls
+        it once on the loss; a method whose loss joins several forwards may call it per piece
+        to free each graph early (DAT does, through :mod:`phaseguard.methods.objective`)."""
         loss, metrics = self.loss(model, batch)
         backward(loss)
         return loss.detach(), metrics
 
-    def after_step(self, batch: Batch) -> Metrics:
-        """Called after the classifier's optimiser step; returns extra detached metrics."""
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+    def trainable_loss(self, name: str, batch: Batch) -> torch.Tensor:
+        """The objective of the trainable ``name`` (not joint), on the classifier as updated by
+        this iteration's step: minimised, or maximised when the trainable says so."""
+        raise NotImplementedError(f"{self.name} declares no trainable {name!r}")
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

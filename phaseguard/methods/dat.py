@@ -20,9 +20,14 @@ computed; and BN running statistics are not updated a second time unless
 ``reference_bn_updates`` asks for the reference's behaviour (its generator step re-runs all
 four branches in train mode).
 
-Training takes the classifier's gradient in three pieces (:meth:`DAT.loss_and_backward`): a
-branch's graph is back-propagated as soon as the logits its gradient depends on are known, so at
-most two of the four branch graphs are alive at once, as in TRADES and MART.
+L_DAT is written once (:meth:`DAT.objective`, terms over the four branches); training takes
+the classifier's gradient in three pieces (:meth:`DAT.loss_and_backward`): a branch's graph is
+back-propagated as soon as the logits its gradient depends on are known, so at most two of the
+four branch graphs are alive at once, as in TRADES and MART. AWP's proxy evaluates the same
+terms in one graph (:meth:`DAT.loss`), the generator those that depend on it.
+
+The generator is a :class:`~phaseguard.methods.base.Trainable`: the trainer builds its optimiser
+(SGD at a fixed learning rate), replicates it under DDP, scales and steps it, and checkpoints it.
 
 ``generator_update: joint`` is the cheaper variant: one forward and one backward, the classifier
 descending L_DAT while the generator ascends it through a gradient reversal at x_hat and x_hat'.
@@ -31,7 +36,7 @@ descending L_DAT while the generator ascends it through a gradient reversal at x
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.parallel import DistributedDataParallel
 
 from ..attacks import TradesKL, frozen_parameters
 from ..generator import AmplitudeGenerator
 from ..models import bn_branch
 from ..spectrum import decompose, mix_amplitude, recompose
 from .adversarial import kl_div
-from .base import Batch, Method, MethodContext, Metrics, accuracy
+from .base import Backward, Batch, Method, MethodContext, Metrics, Trainable, accuracy
+from .objective import Branch, Term, objective_loss, staged_backward
 from .registry import register_method
 
 
@@ -76,6 +81,14 @@ class DATOptions:
     amplitude: Literal["generator", "random"] = "generator"  # random: U(0,1) amplitudes
 
 
+@dataclass
+class L_DAT:  # noqa: N801  (the paper's name)
+    """L_DAT on one batch: the classifier's forwards in order and the loss's terms."""
+
+    branches: list[Branch]
+    terms: list[Term]
+
+
 class _ReverseGrad(torch.autograd.Function):
     """Identity forward, negated gradient backward (the joint update's gradient reversal)."""
 
@@ -86,17 +99,6 @@ class _ReverseGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         return -grad
-
-
-def _value_and_grads(
-    fn: Callable[..., Tensor], *logits: Tensor
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """``fn(*logits)`` (detached) and its gradients with respect to each of ``logits``, computed
-    on detached copies: the logits' graphs are not touched."""
-    leaves = [z.detach().requires_grad_(True) for z in logits]
-    with torch.enable_grad():
-        value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
 
 
 def js_divergence(logits_a: Tensor, logits_b: Tensor) -> Tensor:
@@ -135,17 +137,12 @@ class DAT(Method):
     def wants_split_bn(cls, options: DATOptions) -> bool:
         return options.split_bn and options.mixed_branch
 
-    @classmethod
-    def supports_fp16(cls, options: DATOptions) -> bool:
-        # the joint backward would scale G's gradients with the classifier's gradient scaler
-        return options.generator_update != "joint"
-
     def __init__(self, ctx: MethodContext, options: DATOptions) -> None:
         super().__init__(ctx, options)
-        o, a = options, ctx.attack
+        o, a = options, ctx.attack_config
         self.aux = "aux" if self.wants_split_bn(o) else "main"
         self.eaeg = TradesKL(
-            ctx.net,
+            ctx.model,
             eps=a.eps if o.eaeg_eps is None else o.eaeg_eps,
             step=a.step if o.eaeg_step is None else o.eaeg_step,
             steps=o.eaeg_steps,
@@ -155,35 +152,34 @@ class DAT(Method):
             norm=a.norm,
         )
         self.uses_generator = o.mixed_branch and o.mixup and o.amplitude == "generator"
-        self.generator = AmplitudeGenerator(
-            ctx.num_classes, ctx.image_shape, o.z_dim, o.generator_bn_eps
-        ).to(ctx.device)
-        self.generator_model: nn.Module = self.generator
-        if ctx.distributed:  # replicated, gradients all-reduced like the classifier's
-            self.generator_model = nn.parallel.DistributedDataParallel(
-                self.generator,
-                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            )
-        self.generator_optimizer = torch.optim.SGD(
-            self.generator.parameters(),
+        # built even where unused, so that the random stream does not depend on the options
+        self.generator = Trainable(
+            AmplitudeGenerator(ctx.num_classes, ctx.image_shape, o.z_dim, o.generator_bn_eps).to(
+                ctx.device
+            ),
             lr=o.generator_lr,
             momentum=o.generator_momentum,
             weight_decay=o.generator_weight_decay,
+            maximise=True,
+            joint=o.generator_update == "joint",
         )
+
+    def trainables(self) -> dict[str, Trainable]:
+        return {"generator": self.generator} if self.uses_generator else {}
 
     # -- batch ------------------------------------------------------------------------------
     def _distractor_amplitude(self, x_raw: Tensor) -> Tensor:
         """A_G [B,C,H,W] in (0,1): the generator's on the raw image's logits, or uniform noise."""
         if not self.uses_generator:
             return torch.rand_like(x_raw)
-        net = self.ctx.net
-        was_training = net.training
-        net.eval()
+        model = self.ctx.model
+        was_training = model.training
+        model.eval()
         with torch.no_grad():
-            logits = net(x_raw).float()
-        net.train(was_training)
+            logits = model(x_raw).float()
+        model.train(was_training)
         z = torch.randn(len(x_raw), self.options.z_dim, device=x_raw.device)
-        return self.generator_model(z, logits)
+        return self.generator.model(z, logits)
 
     def views(self, x_raw: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """The amplitude mix-up of the raw images x_raw [B,C,H,W] in [0,1], step by step
@@ -222,7 +218,7 @@ class DAT(Method):
         """x_hat' = EAEG(x_hat) on the auxiliary BN branch: x_hat [B,C,H,W] in [0,1], y int64
         [B] -> [B,C,H,W] in [0,1] within the EAEG ball around x_hat, projected around the
         caller's x_hat so that a loss on it reaches the generator."""
-        with bn_branch(self.ctx.net, self.aux):
+        with bn_branch(self.ctx.model, self.aux):
             return self.eaeg(x_hat, y, keep_graph_to_input=self.uses_generator)
 
     def prepare(self, x: Tensor, y: Tensor) -> Batch:
@@ -239,124 +235,66 @@ class DAT(Method):
         ce = F.cross_entropy(logits, y, label_smoothing=self.options.label_smoothing)
         return ce + self.options.beta * kl_div(logits, logits_adv).mean()
 
-    def _mixed_terms(
-        self, model: nn.Module, x_hat: Tensor, x_hat_adv: Tensor, y: Tensor, clean: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """(L_AT(x_hat, x_hat') / 2 + omega * JS(p(x), p(x_hat)), logits of x_hat and x_hat')."""
-        with bn_branch(model, self.aux):
-            logits_hat, logits_hat_adv = model(x_hat).float(), model(x_hat_adv).float()
-        loss = self._l_at(logits_hat, logits_hat_adv, y) / 2
-        if self.options.js:
-            loss = loss + self.options.omega * js_divergence(clean, logits_hat)
-        return loss, logits_hat, logits_hat_adv
+    def objective(
+        self, batch: Batch, x_hat: Tensor | None = None, x_hat_adv: Tensor | None = None
+    ) -> L_DAT:
+        """L_DAT (docs/dat.md section 5) on ``batch``'s x and x' and the given x_hat and x_hat':
+        its branches in forward order and its terms. The one definition of the loss, which
+        training (in pieces), AWP's proxy and the generator's objective all evaluate."""
+        o, y = self.options, batch["y"]
+        branches = [Branch("x", batch["x"]), Branch("x_adv", batch["x_adv"])]
+        if not o.mixed_branch:  # "EAEG only": L_AT(x, x') alone
+            return L_DAT(branches, [Term(("x", "x_adv"), lambda z, z_adv: self._l_at(z, z_adv, y))])
+        branches += [Branch("x_hat", x_hat, self.aux), Branch("x_hat_adv", x_hat_adv, self.aux)]
+        terms = [
+            Term(("x_hat", "x_hat_adv"), lambda z, z_adv: self._l_at(z, z_adv, y) / 2),
+            Term(("x", "x_hat"), lambda z, z_hat: o.omega * js_divergence(z, z_hat)),
+            Term(("x", "x_adv"), lambda z, z_adv: self._l_at(z, z_adv, y) / 2),
+        ]
+        return L_DAT(branches, terms if o.js else [terms[0], terms[2]])
 
-    def _mixed_inputs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def _mixed_inputs(self, batch: Batch) -> tuple[Tensor | None, Tensor | None]:
         """x_hat and x_hat' for the classifier's loss: detached (sequential update) or through a
-        gradient reversal to the generator (joint update)."""
+        gradient reversal to the generator (joint update); None without the mixed branch."""
+        if not self.options.mixed_branch:
+            return None, None
         x_hat, x_hat_adv = batch["x_hat"], batch["x_hat_adv"]
         if self.options.generator_update == "joint" and self.uses_generator:
             return _ReverseGrad.apply(x_hat), _ReverseGrad.apply(x_hat_adv)
         return x_hat.detach(), x_hat_adv.detach()
 
     @staticmethod
-    def _metrics(y: Tensor, *logits: Tensor) -> Metrics:
-        names = ("acc", "acc_adv", "acc_hat", "acc_hat_adv")
-        return {name: accuracy(z, y) for name, z in zip(names, logits, strict=False)}
+    def _metrics(y: Tensor, logits: dict[str, Tensor]) -> Metrics:
+        names = {"x": "acc", "x_adv": "acc_adv", "x_hat": "acc_hat", "x_hat_adv": "acc_hat_adv"}
+        return {names[b]: accuracy(z, y) for b, z in logits.items()}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
-        y = batch["y"]
-        logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
-        if not self.options.mixed_branch:
-            return self._l_at(logits, logits_adv, y), self._metrics(y, logits, logits_adv)
-        x_hat, x_hat_adv = self._mixed_inputs(batch)
-        mixed, logits_hat, logits_hat_adv = self._mixed_terms(model, x_hat, x_hat_adv, y, logits)
-        loss = self._l_at(logits, logits_adv, y) / 2 + mixed
-        return loss, self._metrics(y, logits, logits_adv, logits_hat, logits_hat_adv)
+        spec = self.objective(batch, *self._mixed_inputs(batch))
+        loss, logits = objective_loss(model, spec.branches, spec.terms)
+        return loss, self._metrics(batch["y"], logits)
 
     def loss_and_backward(
-        self, model: nn.Module, batch: Batch, backward: Callable[[Tensor], None]
+        self, model: nn.Module, batch: Batch, backward: Backward
     ) -> tuple[Tensor, Metrics]:
-        """:meth:`loss` with its gradient taken in three pieces, so that at most two of the four
-        branch graphs are alive at once (as in TRADES and MART) instead of all four.
+        """:meth:`loss` with its gradient taken in pieces (:func:`staged_backward`): x' once
+        p(x) is known (its KL term), x once p(x_hat) is (the JS term), then x_hat and x_hat'
+        together, so that at most two of the four branch graphs are alive at once (as in TRADES
+        and MART) instead of all four."""
+        spec = self.objective(batch, *self._mixed_inputs(batch))
+        loss, logits = staged_backward(model, spec.branches, spec.terms, backward)
+        return loss, self._metrics(batch["y"], logits)
 
-        The loss is a function of the four branches' logits; each branch's graph is
-        back-propagated, with the gradient of L_DAT with respect to its logits, as soon as the
-        logits that gradient depends on are known: x' once p(x) is (its KL term), x once
-        p(x_hat) is (the JS term), then x_hat and x_hat' together. Forwards run in the order of
-        :meth:`loss`, so logits, BN statistics and the loss value are the same; the weight
-        gradients are the same sum, accumulated in another order (equal up to rounding).
-        Under DDP the first two pieces accumulate locally (``no_sync``) and the last one
-        all-reduces the sum; a zero term in it reaches the parameters its graphs do not (the main
-        BN branch's), since DDP all-reduces only what the last backward reaches.
-        """
-        if not self.options.mixed_branch:
-            return super().loss_and_backward(model, batch, backward)
-        o, y = self.options, batch["y"]
-        x_hat, x_hat_adv = self._mixed_inputs(batch)
-        ddp = isinstance(model, DistributedDataParallel)
-        with model.no_sync() if ddp else contextlib.nullcontext():
-            logits, logits_adv = model(batch["x"]).float(), model(batch["x_adv"]).float()
-            at_x, (grad_x, grad_adv) = _value_and_grads(
-                lambda z, z_adv: self._l_at(z, z_adv, y) / 2, logits, logits_adv
-            )
-            backward((logits_adv * grad_adv).sum())
-            with bn_branch(model, self.aux):
-                logits_hat = model(x_hat).float()
-            js, grad_hat = logits_hat.new_zeros(()), torch.zeros_like(logits_hat)
-            if o.js:
-                js, (grad_x_js, grad_hat) = _value_and_grads(
-                    lambda z, z_hat: o.omega * js_divergence(z, z_hat), logits, logits_hat
-                )
-                grad_x = grad_x + grad_x_js
-            backward((logits * grad_x).sum())
-        with bn_branch(model, self.aux):
-            logits_hat_adv = model(x_hat_adv).float()
-        at_hat = self._l_at(logits_hat, logits_hat_adv, y) / 2
-        last = at_hat + (logits_hat * grad_hat).sum()
-        if ddp:  # DDP all-reduces the parameters this backward reaches: make it reach them all
-            last = last + 0 * sum(p.sum() for p in model.parameters() if p.requires_grad)
-        backward(last)
-        loss = at_x + (at_hat.detach() + js)
-        return loss, self._metrics(y, logits, logits_adv, logits_hat, logits_hat_adv)
-
-    def generator_loss(self, batch: Batch) -> Tensor:
-        """The part of L_DAT that depends on G, on the current classifier (train mode, frozen
-        weights); the generator descends its negative."""
-        net, y = self.ctx.net, batch["y"]
-        net.train()
-        stats = (
-            contextlib.nullcontext()
-            if self.options.reference_bn_updates
-            else (frozen_bn_statistics(net))
-        )
-        with stats, frozen_parameters(net):
-            with torch.no_grad():
-                clean = net(batch["x"]).float()
-                if self.options.reference_bn_updates:
-                    net(batch["x_adv"])  # the reference's extra BN update of the x' branch
-            mixed, _, _ = self._mixed_terms(net, batch["x_hat"], batch["x_hat_adv"], y, clean)
-        return mixed
-
-    def after_step(self, batch: Batch) -> Metrics:
-        if not self.uses_generator:
-            return {}
-        if self.options.generator_update == "sequential":
-            loss = self.generator_loss(batch)
-            (-loss).backward()
-            metrics = {"generator_loss": loss.detach()}
-        else:
-            metrics = {}
-        self.generator_optimizer.step()
-        self.generator_optimizer.zero_grad(set_to_none=True)
-        return metrics
-
-    # -- state ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "generator_optimizer": self.generator_optimizer.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+    def trainable_loss(self, name: str, batch: Batch) -> Tensor:
+        """The generator's objective, which it ascends: the terms of L_DAT that depend on it
+        (through x_hat and x_hat'), on the updated classifier in train mode with frozen weights,
+        p(x) a constant. BN running statistics are left alone unless ``reference_bn_updates``
+        (the reference re-runs the branches in train mode, x' included)."""
+        model, o = self.ctx.model, self.options
+        model.train()
+        spec = self.objective(batch, batch["x_hat"], batch["x_hat_adv"])
+        branches = [b for b in spec.branches if b.name != "x_adv" or o.reference_bn_updates]
+        terms = [t for t in spec.terms if {"x_hat", "x_hat_adv"} & set(t.branches)]
+        stats = contextlib.nullcontext() if o.reference_bn_updates else frozen_bn_statistics(model)
+        with stats, frozen_parameters(model):
+            loss, _ = objective_loss(model, branches, terms, constant=frozenset({"x", "x_adv"}))
+        return loss

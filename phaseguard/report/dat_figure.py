@@ -28,6 +28,7 @@ from ..loading import load_weights
 from ..methods.dat import DAT
 from ..predict import as_unit_float
 from ..run_dir import RunDir
+from ..training.step import load_trainable_weights
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -78,15 +79,15 @@ def dat_views(
         raise ConfigError(f"{run_dir} is a {cfg.method['name']} run; the DAT figure needs DAT")
     meta = ModelMeta.from_dict(state["meta"])
     device = torch.device(device)
-    net = build_model(cfg, meta.num_classes, meta.image_shape[0])
-    load_weights(net, state["model"], source)
-    net.to(device)
-    method = build_method(cfg, net, meta.num_classes, meta.image_shape)  # no augmentation
+    model = build_model(cfg, meta.num_classes, meta.image_shape[0])
+    load_weights(model, state["model"], source)
+    model.to(device)
+    method = build_method(cfg, model, meta.num_classes, meta.image_shape)  # no augmentation
     if not method.options.mixed_branch:
         raise ConfigError(f"{run_dir} trains DAT without the x_hat branch (EAEG only)")
     if not method.options.mixup:
         raise ConfigError(f"{run_dir} trains DAT without amplitude mix-up (x_hat = x)")
-    method.load_state_dict(state["method"])
+    load_trainable_weights(method, state["method"])
     if data is None:
         data = load_dataset(cfg.data.name, cfg.data.root)
     x = as_unit_float(data.x_test[:k]).to(device)

@@ -16,24 +16,24 @@ class WeightAverager:
     weights at the end of each epoch from ``swa_start`` on, BN statistics recomputed on the
     training images before the averaged model is used."""
 
-    def __init__(self, net: nn.Module, cfg: AveragingConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: AveragingConfig) -> None:
         self.cfg = cfg
         if cfg.name == "ema":
             self.averaged = AveragedModel(
-                net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+                model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
             )
         else:
-            self.averaged = AveragedModel(net)
-        self.net = net
+            self.averaged = AveragedModel(model)
+        self.source = model  # the classifier being averaged
 
     def after_step(self) -> None:
         if self.cfg.name == "ema":
-            self.averaged.update_parameters(self.net)
+            self.averaged.update_parameters(self.source)
 
     def after_epoch(self, epoch: int, batches: Iterable[torch.Tensor]) -> None:
         """``epoch``: the 0-based epoch just finished; ``batches``: training images for SWA's BN."""
         if self.cfg.name == "swa" and epoch >= self.cfg.swa_start:
-            self.averaged.update_parameters(self.net)
+            self.averaged.update_parameters(self.source)
             torch.optim.swa_utils.update_bn(batches, self.averaged)
 
     @property

@@ -21,21 +21,21 @@ from .distributed import DistInfo, all_reduce_sum
 
 
 class AWP:
-    """Finds and applies the weight perturbation. ``net`` is the bare classifier."""
+    """Finds and applies the weight perturbation of ``model``, the bare classifier."""
 
     def __init__(
         self,
-        net: nn.Module,
+        model: nn.Module,
         cfg: AWPConfig,
         dist: DistInfo,
         amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ) -> None:
-        self.net, self.cfg, self.dist, self.amp = net, cfg, dist, amp
-        self.proxy = copy.deepcopy(net)
+        self.model, self.cfg, self.dist, self.amp = model, cfg, dist, amp
+        self.proxy = copy.deepcopy(model)
         self.proxy_optimizer = torch.optim.SGD(self.proxy.parameters(), lr=cfg.proxy_lr)
 
     def _perturbation(self, method: Method, batch: Batch) -> dict[str, torch.Tensor]:
-        self.proxy.load_state_dict(self.net.state_dict())
+        self.proxy.load_state_dict(self.model.state_dict())
         self.proxy.train()
         detached = {k: v.detach() for k, v in batch.items()}
         with self.amp():
@@ -43,7 +43,7 @@ class AWP:
         self.proxy_optimizer.zero_grad(set_to_none=True)
         (-loss).backward()
         self.proxy_optimizer.step()
-        model_params = dict(self.net.named_parameters())
+        model_params = dict(self.model.named_parameters())
         diff = {}
         for name, p_proxy in self.proxy.named_parameters():
             p = model_params[name]
@@ -56,7 +56,7 @@ class AWP:
         return diff
 
     def _add(self, diff: dict[str, torch.Tensor], coeff: float) -> None:
-        params = dict(self.net.named_parameters())
+        params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, d in diff.items():
                 params[name].add_(d, alpha=coeff)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,13 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def replicate(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """``module`` wrapped in DDP (gradients all-reduced at each backward) when distributed,
+    ``module`` itself otherwise. The trainer replicates the classifier and every module a method
+    trains (:class:`~phaseguard.methods.base.Trainable`) through this one function."""
+    if not info.enabled:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids)

@@ -41,29 +41,21 @@ class Resolved:
     reason: str
 
 
-def resolve_precision(requested: str, device: torch.device, fp16_ok: bool = True) -> Resolved:
+def resolve_precision(requested: str, device: torch.device) -> Resolved:
     """The precision ``requested`` ("auto", "fp32", "bf16", "fp16") means on ``device``.
 
-    ``fp16_ok``: whether the method trains correctly under fp16 (DAT's joint update does not);
-    auto then falls back to fp32 where it would pick fp16, and an explicit fp16 is refused. An
-    explicit bf16 where it is not native still resolves to bf16 (:func:`emulation_warning` says
-    what it costs).
+    An explicit bf16 where it is not native still resolves to bf16 (:func:`emulation_warning`
+    says what it costs).
     """
     if requested == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision=fp16 needs CUDA; use auto, bf16 or fp32 on CPU")
-    if requested == "fp16" and not fp16_ok:
-        raise ConfigError(
-            "this method cannot train in fp16 with these options; use auto, bf16 or fp32"
-        )
     if requested != "auto":
         return Resolved(requested, "as configured")
     where = "this CPU" if device.type == "cpu" else f"this {device.type} device"
     if native_bf16(device):
         return Resolved("bf16", f"native bf16 on {where}")
     if device.type == "cuda":
-        if fp16_ok:
-            return Resolved("fp16", "no native bf16 on this GPU: fp16 with a gradient scaler")
-        return Resolved("fp32", "no native bf16 on this GPU, and this method cannot train in fp16")
+        return Resolved("fp16", "no native bf16 on this GPU: fp16 with a gradient scaler")
     return Resolved("fp32", f"no native bf16 on {where}")
 
 
@@ -120,7 +112,6 @@ def resolve_speed_settings(
     cfg: Config,
     device: torch.device,
     model: nn.Module,
-    fp16_ok: bool = True,
     stored: Config | None = None,
 ) -> tuple[Config, list[str], str | None]:
     """``cfg`` with precision and channels_last resolved for ``device`` and ``model``
@@ -130,7 +121,7 @@ def resolve_speed_settings(
     if stored is not None:
         kept = [f for f in AUTO_FIELDS if getattr(cfg.train, f) == "auto"]
         cfg = adopt_resolved(cfg, stored)
-    precision = resolve_precision(cfg.train.precision, device, fp16_ok)
+    precision = resolve_precision(cfg.train.precision, device)
     layout = resolve_channels_last(cfg.train.channels_last, device, precision.value, model)
     at_start = "as resolved when the run started"
     if "precision" in kept:

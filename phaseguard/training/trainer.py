@@ -14,7 +14,6 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,51 +30,22 @@ from ..config import Config, apply_overrides, config_from_dict
 from ..data import BatchLoader, Dataset, load_dataset, split_validation
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..hardware import configure_threads, device_name
-from ..methods import Batch, Method, Metrics, method_class, method_options
 from ..predict import predict_correct
 from ..run_dir import RunDir
 from .averaging import WeightAverager
 from .awp import AWP
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    replicate,
+    shutdown,
+)
 from .logger import RunLogger
-from .precision import autocast, make_scaler, resolve_speed_settings
+from .precision import autocast, resolve_speed_settings
 from .schedule import lr_factor
-
-
-def training_step(
-    method: Method,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    precision: str = "fp32",
-    weight_perturbation: Callable[[Batch], contextlib.AbstractContextManager] | None = None,
-) -> tuple[torch.Tensor, Metrics]:
-    """One iteration of any method: prepare the batch, the classifier's loss, backward and
-    optimiser step (inside AWP's weight perturbation when given), then the method's own update.
-
-    x: un-augmented images [B,C,H,W] in [0,1]; y: int64 [B]. Returns the detached loss and the
-    method's metrics. Benchmarks call this too, so they time exactly what training runs.
-    """
-    device = x.device
-    with autocast(precision, device):
-        batch = method.prepare(x, y)
-    perturbation = weight_perturbation(batch) if weight_perturbation else contextlib.nullcontext()
-
-    def backward(piece: torch.Tensor) -> None:
-        with torch.autocast(device.type, enabled=False):  # backward runs outside autocast
-            scaler.scale(piece).backward()
-
-    with perturbation:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(precision, device):
-            loss, metrics = method.loss_and_backward(model, batch, backward)
-        scaler.step(optimizer)
-        scaler.update()
-    with autocast(precision, device):
-        metrics.update(method.after_step(batch))
-    return loss, metrics
+from .step import TrainingStep
 
 
 @dataclass
@@ -116,43 +86,36 @@ class Trainer:
 
         self.data = self._build_data()
         ds = self.data.dataset
-        self.net = build_model(cfg, ds.num_classes, ds.image_shape[0]).to(self.device)
+        self.model = build_model(cfg, ds.num_classes, ds.image_shape[0]).to(self.device)
         stored = resume_config(self.run.root) if resume and self.run.config.is_file() else None
         self.cfg = cfg = self._resolve_for_device(cfg, stored)
         if cfg.train.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)
             self.data.train.channels_last = True
         # what every forward calls, the attacks' included: compiled when asked for
-        self.compiled = _compiled(self.net, cfg.train.compile)
-        self.model: nn.Module = self.compiled
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.method = build_method(
-            cfg,
-            self.compiled,
-            ds.num_classes,
-            ds.image_shape,
-            model=self.model,
-            augment=self.data.train.augment,
-            precision=cfg.train.precision,
-            distributed=self.dist.enabled,
+        self.compiled = _compiled(self.model, cfg.train.compile)
+        method = build_method(
+            cfg, self.compiled, ds.num_classes, ds.image_shape, augment=self.data.train.augment
         )
         o = cfg.optim
-        self.optimizer = torch.optim.SGD(
-            self.net.parameters(),
+        optimizer = torch.optim.SGD(
+            self.model.parameters(),
             lr=o.lr,
             momentum=o.momentum,
             weight_decay=o.weight_decay,
             nesterov=o.nesterov,
         )
-        self.scaler = make_scaler(cfg.train.precision, self.device)
+        # the training loss runs through the DDP replica when distributed
+        train_model = replicate(self.compiled, self.dist, self.device)
+        self.step = TrainingStep(
+            method, train_model, optimizer, cfg.train.precision, self.device, self.dist
+        )
         self.awp = None
         if cfg.awp.enabled:
             amp = lambda: autocast(cfg.train.precision, self.device)  # noqa: E731
-            self.awp = AWP(self.net, cfg.awp, self.dist, amp=amp)
+            self.awp = AWP(self.model, cfg.awp, self.dist, amp=amp)
         self.averager = (
-            WeightAverager(self.net, cfg.averaging) if cfg.averaging.name != "none" else None
+            WeightAverager(self.model, cfg.averaging) if cfg.averaging.name != "none" else None
         )
         self.epoch = 0
         self.best_epoch = 0
@@ -165,8 +128,7 @@ class Trainer:
     def _resolve_for_device(self, cfg: Config, stored: Config | None) -> Config:
         """``cfg`` with its precision and layout resolved for this device and model (a resumed
         run keeps the values it resolved when it started), threads set; notes what was chosen."""
-        fp16_ok = method_class(cfg.method["name"]).supports_fp16(method_options(cfg.method))
-        cfg, notes, warning = resolve_speed_settings(cfg, self.device, self.net, fp16_ok, stored)
+        cfg, notes, warning = resolve_speed_settings(cfg, self.device, self.model, stored)
         if self.device.type == "cpu":
             notes.append(configure_threads(cfg.train.threads))
         elif self.device.type == "cuda":
@@ -224,10 +186,10 @@ class Trainer:
             "epoch": self.epoch,
             "config": self.cfg.to_yaml(),
             "meta": ModelMeta(ds.name, ds.num_classes, ds.image_shape, list(ds.classes)).to_dict(),
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "method": self.method.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.step.optimizer.state_dict(),
+            "scaler": self.step.scaler.state_dict(),
+            "method": self.step.state_dict(),  # the method's trainables
             "averager": self.averager.state_dict() if self.averager else {},
             "eval_model": self.eval_net.state_dict() if self.averager else {},
             "rng": rng,
@@ -241,10 +203,10 @@ class Trainer:
             raise CheckpointError(f"nothing to resume: {path} does not exist")
         state = load_checkpoint(path, map_location=self.device)
         try:
-            self.net.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            self.method.load_state_dict(state["method"])
+            self.model.load_state_dict(state["model"])
+            self.step.optimizer.load_state_dict(state["optimizer"])
+            self.step.scaler.load_state_dict(state["scaler"])
+            self.step.load_state_dict(state["method"])
             if self.averager:
                 self.averager.load_state_dict(state["averager"])
             torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -296,7 +258,7 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         cfg, loader = self.cfg, self.data.train
         loader.set_epoch(self.epoch)
-        self.model.train()
+        self.step.model.train()
         steps = len(loader)
         sums: dict[str, torch.Tensor] = {}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -311,18 +273,9 @@ class Trainer:
         start = time.perf_counter()
         for step, (x, y) in enumerate(loader):
             lr = cfg.optim.lr * lr_factor(cfg.schedule, self.epoch + step / steps, cfg.train.epochs)
-            for group in self.optimizer.param_groups:
+            for group in self.step.optimizer.param_groups:
                 group["lr"] = lr
-            loss, metrics = training_step(
-                self.method,
-                self.model,
-                self.optimizer,
-                self.scaler,
-                x,
-                y,
-                precision=cfg.train.precision,
-                weight_perturbation=self._weight_perturbation,
-            )
+            loss, metrics = self.step(x, y, weight_perturbation=self._weight_perturbation)
             if self.averager:
                 self.averager.after_step()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
@@ -351,7 +304,7 @@ class Trainer:
     def _weight_perturbation(self, batch: dict) -> contextlib.AbstractContextManager:
         if self.awp is None or self.epoch < self.cfg.awp.warmup_epochs:
             return contextlib.nullcontext()
-        return self.awp.perturbed(self.method, batch)
+        return self.awp.perturbed(self.step.method, batch)
 
     @property
     def eval_net(self) -> nn.Module:
