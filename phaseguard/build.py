@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import Config
 from .errors import ConfigError
-from .methods import Method, MethodContext, create_method, method_class, method_options
+from .methods import Method, create_method, method_class, method_options
 from .models import create_model
 
 
@@ -58,19 +58,19 @@ def build_method(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Method:
     """The training method ``cfg.method`` names, with its options and the attack section, for
-    the classifier ``model`` (on its device; compiled when training compiles it).
+    the classifier ``model`` (built by :func:`build_model`; compiled when training compiles it).
 
     ``augment``: the training crop/flip of un-augmented batches [B,C,H,W] in [0,1] (default:
     none). The trainer builds the optimisers of the method's trainables and replicates them
     (:class:`phaseguard.training.step.TrainingStep`).
     """
-    ctx = MethodContext(
-        model=model,
-        attack_config=cfg.attack,
+    options = {k: v for k, v in cfg.method.items() if k != "name"}
+    return create_method(
+        cfg.method["name"],
+        model,
         num_classes=num_classes,
-        image_shape=tuple(image_shape),
-        device=next(model.parameters()).device,
+        image_shape=image_shape,
+        attack=cfg.attack,
+        augment=augment,
+        **options,
     )
-    if augment is not None:
-        ctx.augment = augment
-    return create_method(cfg.method, ctx)

@@ -1,4 +1,4 @@
-"""Training methods, by name: ``create_method(section, ctx)``, ``list_methods()``.
+"""Training methods, by name: ``create_method(name, model, ...)``, ``list_methods()``.
 
 A method is a :class:`Method` subclass registered with :func:`register_method` (the contract is
 in :mod:`.base`; docs/extending.md shows one written outside the package). The built-in methods

@@ -246,7 +246,7 @@ class DAT(Method):
         if not o.mixed_branch:  # "EAEG only": L_AT(x, x') alone
             return L_DAT(branches, [Term(("x", "x_adv"), lambda z, z_adv: self._l_at(z, z_adv, y))])
         branches += [Branch("x_hat", x_hat, self.aux), Branch("x_hat_adv", x_hat_adv, self.aux)]
-        terms = [
+        terms = [  # evaluated, and summed, in this order (see phaseguard/methods/objective.py)
             Term(("x_hat", "x_hat_adv"), lambda z, z_adv: self._l_at(z, z_adv, y) / 2),
             Term(("x", "x_hat"), lambda z, z_hat: o.omega * js_divergence(z, z_hat)),
             Term(("x", "x_adv"), lambda z, z_adv: self._l_at(z, z_adv, y) / 2),
