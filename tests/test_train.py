@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -220,3 +221,13 @@ def test_foreign_truncated_and_malicious_checkpoints_are_refused(tmp_path):
     text.write_text("hello")
     with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
         load_checkpoint(text)
+
+
+@pytest.mark.parametrize("progress", ["true", "false"])
+def test_epoch_line_is_printed_and_no_bar_leaks_into_a_log(tmp_path, capsys, progress):
+    """Off a terminal (a log file, a cluster job) there is no progress bar whatever
+    ``train.progress`` says, and the per-epoch summary line is always there."""
+    train(tiny_config("train.epochs=1", f"train.progress={progress}"), tmp_path / "run")
+    out, err = capsys.readouterr()
+    assert re.search(r"^epoch 1/1  loss [\d.]+  val clean [\d.]+  val PGD-2 ", out, re.M), out
+    assert "it/s" not in err and "\r" not in err

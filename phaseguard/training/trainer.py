@@ -265,7 +265,8 @@ class Trainer:
         bar = tqdm(
             total=steps,
             desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
-            disable=not (cfg.train.progress and self.dist.is_main),
+            # a bar only on a terminal: cluster logs get the per-epoch line alone
+            disable=not (cfg.train.progress and self.dist.is_main and sys.stderr.isatty()),
             leave=False,
             dynamic_ncols=True,
         )
@@ -348,8 +349,6 @@ class Trainer:
         return {"val_clean_acc": c / n, "val_robust_acc": r / n}
 
     def _print_epoch(self, row: dict[str, float]) -> None:
-        if not self.cfg.train.progress:
-            return
         tqdm.write(
             f"epoch {self.epoch}/{self.cfg.train.epochs}  loss {row['train_loss']:.4f}  "
             f"val clean {row['val_clean_acc']:.3f}  val PGD-{self.cfg.train.val_attack_steps} "
