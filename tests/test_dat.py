@@ -14,9 +14,10 @@ from phaseguard.build import build_method
 from phaseguard.config import AttackConfig, Config
 from phaseguard.data import load_dataset, random_crop_flip
 from phaseguard.methods.adversarial import kl_div
-from phaseguard.methods.dat import js_divergence
+from phaseguard.methods.dat import distractor_statistics, js_divergence
 from phaseguard.methods.objective import objective_loss
 from phaseguard.models import SplitBatchNorm, bn_branch, create_model, has_split_bn, list_models
+from phaseguard.spectrum import mix_amplitude, recompose
 from phaseguard.training.step import ScaledBackward, TrainingStep
 
 EPS = 0.1
@@ -422,3 +423,26 @@ def test_generator_steps_with_unscaled_gradients_under_fp16(batch, update):
     fp32, fp16 = moves["fp32"], moves["fp16"]
     assert fp32.norm() > 0
     assert (fp16 - fp32).norm() < 0.1 * fp32.norm(), ((fp16 - fp32).norm(), fp32.norm())
+
+
+def test_distractor_statistics_measure_what_the_generator_changes(batch):
+    """ag_effect: the share of x_hat's change from x that A_G's variation causes. A constant
+    map causes none; uniform noise (std 0.29) causes more than the generator at its start (std
+    0.03, the reference design's sigmoid around 0.5)."""
+    stats = {}
+    for amplitude in ("generator", "random"):
+        method, _ = make_dat(amplitude=amplitude)
+        b = run_prepare(method, batch)
+        stats[amplitude] = {k: b[k].item() for k in ("ag_mean", "ag_std", "ag_effect")}
+        assert 0.4 < stats[amplitude]["ag_mean"] < 0.6
+    assert stats["random"]["ag_std"] > 5 * stats["generator"]["ag_std"]
+    assert stats["random"]["ag_effect"] > 5 * stats["generator"]["ag_effect"] > 0
+
+    method, _ = make_dat()
+    views = method.views(batch[0])
+    constant = torch.full_like(views["distractor"], 0.5)
+    x_raw = batch[0]
+    amplitude, phase, lam = views["amplitude"], views["phase"], views["lam"]
+    mixed = recompose(mix_amplitude(amplitude, constant, lam), phase)
+    flat = distractor_statistics(x_raw, mixed, amplitude, phase, constant, lam)
+    assert flat["ag_std"].item() == 0 and flat["ag_effect"].item() == 0

@@ -111,6 +111,11 @@ def test_dat_resumed_after_a_crash_restores_generator_and_its_optimiser(tmp_path
     assert resumed["method"]["generator_optimizer"]["state"]  # momentum buffers
     for key in ("model", "optimizer", "method"):
         _assert_same_tensors(resumed[key], whole[key])
+    with (tmp_path / "whole" / "log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:  # what the generator does, per epoch
+        assert 0 < float(row["train_ag_mean"]) < 1 and float(row["train_ag_std"]) > 0
+        assert float(row["train_ag_effect"]) > 0
 
 
 def test_a_log_row_lost_between_checkpoint_and_log_write_comes_back(tmp_path):

@@ -110,6 +110,32 @@ def js_divergence(logits_a: Tensor, logits_b: Tensor) -> Tensor:
     return ((kl_pm + kl_qm) / 2).mean()
 
 
+#: What :func:`distractor_statistics` reports per batch (training logs them per epoch).
+AG_STATISTICS = ("ag_mean", "ag_std", "ag_effect")
+
+
+@torch.no_grad()
+def distractor_statistics(
+    x_raw: Tensor, mixed: Tensor, amplitude: Tensor, phase: Tensor, distractor: Tensor, lam: Tensor
+) -> dict[str, Tensor]:
+    """Whether the distractor A_G matters, per batch (0-dim float32 tensors, no host sync).
+
+    ``ag_mean`` and ``ag_std``: of A_G's values over the batch. ``ag_effect``: how much of
+    x_hat's change from x comes from A_G's variation: mean |x_hat - x_hat_const| / mean
+    |x_hat - x|, where x_hat_const mixes A_G's batch mean (one map for all images) instead of
+    A_G, both before augmentation. 0: a constant map would give the same x_hat; near 1: A_G's
+    variation is the whole change. Deterministic: draws nothing from any random generator.
+
+    x_raw, mixed (x_hat before augmentation): [B,C,H,W] in [0,1]; amplitude, phase,
+    distractor: float32 [B,C,H,W] (:func:`~phaseguard.spectrum.decompose`); lam: [B].
+    """
+    constant = distractor.mean(0, keepdim=True).expand_as(distractor)
+    mixed_const = recompose(mix_amplitude(amplitude, constant, lam), phase)
+    change = (mixed - x_raw.float()).abs().mean()
+    effect = (mixed - mixed_const).abs().mean() / change.clamp_min(1e-12)
+    return {"ag_mean": distractor.mean(), "ag_std": distractor.std(), "ag_effect": effect}
+
+
 @contextlib.contextmanager
 def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
     """Train-mode forwards inside leave every BN's running statistics and counter unchanged."""
@@ -190,23 +216,25 @@ class DAT(Method):
         [B,C,H,W] in (0,1): the generator's on the logits of x_raw (uniform noise with
         ``amplitude: random``); ``lam`` [B] in [0, mix_max); ``x_hat`` [B,C,H,W] in [0,1]:
         ``recompose(lam * A_G + (1 - lam) * amplitude, phase)``, augmented, graph to the
-        generator kept. With labels y (int64 [B]) also ``x_hat_adv``: :meth:`attack_mixed`.
-        Draws lam, then the generator's noise, from the global torch generator.
+        generator kept; the 0-dim statistics of :func:`distractor_statistics` (``ag_mean``,
+        ``ag_std``, ``ag_effect``). With labels y (int64 [B]) also ``x_hat_adv``:
+        :meth:`attack_mixed`. Draws lam, then the generator's noise, from the global torch
+        generator.
         """
         amplitude, phase = decompose(x_raw)
         lam = torch.rand(len(x_raw), device=x_raw.device) * self.options.mix_max
         distractor = self._distractor_amplitude(x_raw).float()
-        mixed = mix_amplitude(amplitude, distractor, lam)
-        x_hat = self.ctx.augment(recompose(mixed, phase).to(x_raw.dtype))
+        mixed = recompose(mix_amplitude(amplitude, distractor, lam), phase)
         out = {
             "amplitude": amplitude,
             "phase": phase,
             "distractor": distractor,
             "lam": lam,
-            "x_hat": x_hat,
+            "x_hat": self.ctx.augment(mixed.to(x_raw.dtype)),
+            **distractor_statistics(x_raw, mixed, amplitude, phase, distractor, lam),
         }
         if y is not None:
-            out["x_hat_adv"] = self.attack_mixed(x_hat, y)
+            out["x_hat_adv"] = self.attack_mixed(out["x_hat"], y)
         return out
 
     def mixed_view(self, x_raw: Tensor) -> Tensor:
@@ -226,8 +254,12 @@ class DAT(Method):
         batch["x_adv"] = self.eaeg(batch["x"], y)
         if not self.options.mixed_branch:
             return batch
-        x_hat = self.mixed_view(x) if self.options.mixup else batch["x"]
-        batch["x_hat"], batch["x_hat_adv"] = x_hat, self.attack_mixed(x_hat, y)
+        if self.options.mixup:
+            views = self.views(x)
+            batch.update({k: views[k] for k in ("x_hat", *AG_STATISTICS)})
+        else:
+            batch["x_hat"] = batch["x"]
+        batch["x_hat_adv"] = self.attack_mixed(batch["x_hat"], y)
         return batch
 
     # -- losses -----------------------------------------------------------------------------
@@ -264,14 +296,16 @@ class DAT(Method):
         return x_hat.detach(), x_hat_adv.detach()
 
     @staticmethod
-    def _metrics(y: Tensor, logits: dict[str, Tensor]) -> Metrics:
+    def _metrics(batch: Batch, logits: dict[str, Tensor]) -> Metrics:
+        """Accuracy on each branch, and the batch's distractor statistics."""
         names = {"x": "acc", "x_adv": "acc_adv", "x_hat": "acc_hat", "x_hat_adv": "acc_hat_adv"}
-        return {names[b]: accuracy(z, y) for b, z in logits.items()}
+        metrics = {names[b]: accuracy(z, batch["y"]) for b, z in logits.items()}
+        return metrics | {k: batch[k] for k in AG_STATISTICS if k in batch}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
         spec = self.objective(batch, *self._mixed_inputs(batch))
         loss, logits = objective_loss(model, spec.branches, spec.terms)
-        return loss, self._metrics(batch["y"], logits)
+        return loss, self._metrics(batch, logits)
 
     def loss_and_backward(
         self, model: nn.Module, batch: Batch, backward: Backward
@@ -282,7 +316,7 @@ class DAT(Method):
         and MART) instead of all four."""
         spec = self.objective(batch, *self._mixed_inputs(batch))
         loss, logits = staged_backward(model, spec.branches, spec.terms, backward)
-        return loss, self._metrics(batch["y"], logits)
+        return loss, self._metrics(batch, logits)
 
     def trainable_loss(self, name: str, batch: Batch) -> Tensor:
         """The generator's objective, which it ascends: the terms of L_DAT that depend on it
