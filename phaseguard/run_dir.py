@@ -54,3 +54,9 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint("last").is_file()
+
+    def existing(self) -> list[Path]:
+        """The run files and folders above that exist (a new run must not mix with them)."""
+        paths = [self.config, self.log_csv, self.tensorboard, self.checkpoints]
+        paths += [self.eval_json, self.analysis_json, self.eps_curve_json]
+        return [p for p in paths if p.exists()]

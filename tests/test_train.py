@@ -163,16 +163,48 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
     train(tiny_config("train.epochs=1"), out)
     before = _weights(out)
     diverging = tiny_config("train.epochs=2", "optim.lr=1e30", "schedule.name=piecewise")
+    config = (out / "config.yaml").read_text()
     with pytest.raises(TrainingError, match=r"NaN or infinite at epoch 2, step \d+"):
         train(diverging, out, resume=True)
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     _assert_same_weights(state["model"], before)
+    # the failed resume's settings never reached config.yaml: a plain resume works
+    assert (out / "config.yaml").read_text() == config
+    train(tiny_config("train.epochs=2"), out, resume=True)
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
 
 
-def test_existing_run_is_not_overwritten(tiny_run):
-    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+def test_existing_run_is_not_overwritten(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match="already holds a run .*; continue it with --resume"):
         Trainer(tiny_config(), tiny_run)
+    results_only = tmp_path / "evaluated"  # results but no checkpoints: still a run's folder
+    results_only.mkdir()
+    (results_only / "eval.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"already holds a run \(eval.json\)"):
+        Trainer(tiny_config(), results_only)
+    assert (results_only / "eval.json").read_text() == "{}"
+
+
+def test_weights_that_became_nan_stop_before_validation_and_checkpoints(tmp_path):
+    """One step per epoch with an absurd learning rate: the step's loss is finite, the weights
+    it leaves are not. Nothing is validated (argmax of NaN scores 10%) or saved."""
+    out = tmp_path / "blown"
+    train(tiny_config("train.epochs=1"), out)
+    before = _weights(out)
+    blown = tiny_config(
+        "train.epochs=2",
+        "data.train_size=64",
+        "optim.lr=1e38",
+        "optim.weight_decay=1e38",
+        "schedule.name=piecewise",  # the full learning rate from the first step
+    )
+    with pytest.raises(TrainingError, match=r"weights became NaN or infinite in epoch 2; the last"):
+        train(blown, out, resume=True)
+    _assert_same_weights(_weights(out), before)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(TrainingError, match="no checkpoint had been written yet"):
+        train(blown, fresh)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 Use from Python::
 
     from phaseguard import load_config, train
-    run = train(load_config("configs/quick.yaml", ["train.epochs=2"]), "runs/quick")
+    run = train(load_config("quick", ["train.epochs=2"]), "runs/quick")
 
 or from the command line: ``phaseguard train CONFIG [key=value ...] --out RUN_DIR``.
 """
@@ -71,10 +71,11 @@ class Trainer:
 
     def __init__(self, cfg: Config, out: str | Path, resume: bool = False) -> None:
         self.run = RunDir(Path(out))
-        if not resume and self.run.has_checkpoint():
+        if not resume and self.run.existing():
+            names = ", ".join(p.name for p in self.run.existing())
             raise ConfigError(
-                f"{self.run.root} already holds a run; continue it with --resume {self.run.root}"
-                " or choose another --out"
+                f"{self.run.root} already holds a run ({names}); continue it with --resume "
+                f"{self.run.root} or choose another --out"
             )
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
@@ -205,6 +206,9 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.step.optimizer.load_state_dict(state["optimizer"])
+            o = self.cfg.optim  # the settings of this config, not the saved ones
+            for group in self.step.optimizer.param_groups:
+                group.update(momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
             self.step.scaler.load_state_dict(state["scaler"])
             self.step.load_state_dict(state["method"])
             if self.averager:
@@ -230,12 +234,14 @@ class Trainer:
             if self.warning:
                 print(f"phaseguard: warning: {self.warning}", file=sys.stderr, flush=True)
             self.run.root.mkdir(parents=True, exist_ok=True)
-            self.run.config.write_text(cfg.to_yaml())
+            if not self.run.config.is_file():  # a resumed run's, once its next epoch is saved
+                self.run.config.write_text(cfg.to_yaml())
             logger = RunLogger(self.run.log_csv, self.run.tensorboard)
             logger.restore(self.history)
         try:
             while self.epoch < cfg.train.epochs:
                 row = self._train_epoch()
+                self._check_weights_finite()
                 row.update(self._validate())
                 self.epoch += 1
                 improved = row["val_robust_acc"] > self.best_robust_acc
@@ -244,9 +250,10 @@ class Trainer:
                 self.history.append({"epoch": float(self.epoch), **row})
                 if self.dist.is_main:
                     state = self._state()
-                    save_checkpoint(state, self.run.checkpoint("last"))
-                    if improved:
+                    if improved:  # before last.pt, which a resume starts from, never after it
                         save_checkpoint(state, self.run.checkpoint("best"))
+                    save_checkpoint(state, self.run.checkpoint("last"))
+                    self.run.config.write_text(cfg.to_yaml())  # the config last.pt holds
                     logger.log(self.epoch, row)
                     self._print_epoch(row)
                 barrier(self.dist)
@@ -312,14 +319,28 @@ class Trainer:
         """The classifier validation and checkpoints evaluate: the averaged one when on."""
         return self.averager.model if self.averager and self.averager.ready else self.compiled
 
+    def _check_weights_finite(self) -> None:
+        """Stop before validation and checkpoints if a weight or BN statistic is NaN or
+        infinite (a finite loss can still leave them so; argmax of NaN logits scores 10%)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            raise TrainingError(
+                f"weights became NaN or infinite in epoch {self.epoch + 1}; {self._last_good()}"
+            )
+
     def _check_finite(self, first_bad: torch.Tensor) -> None:
         bad = int(first_bad)
         if bad >= 0:
             raise TrainingError(
                 f"loss became NaN or infinite at epoch {self.epoch + 1}, step {bad + 1}; "
-                f"the last good checkpoint ({self.run.checkpoint('last')}, epoch {self.epoch}) "
-                "is intact"
+                f"{self._last_good()}"
             )
+
+    def _last_good(self) -> str:
+        if self.epoch == 0:
+            return "no checkpoint had been written yet"
+        last = self.run.checkpoint("last")
+        return f"the last good checkpoint ({last}, epoch {self.epoch}) is intact"
 
     def _validate(self) -> dict[str, float]:
         """Clean and PGD accuracy on this rank's shard of the held-out split, summed over ranks."""
