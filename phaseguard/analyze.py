@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from .attacks import build_attack
 from .errors import DataError
-from .predict import as_unit_float, predict_correct
+from .predict import as_unit_float, predict_correct, run_device
 from .spectrum import decompose, recompose
 
 
@@ -147,9 +148,11 @@ def analyze_phase_reliance(
     norm: str = "linf",
     seed: int = 0,
     batch_size: int = 500,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     attack: str = "pgd20",
     info: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> PhaseReliance:
     """Measure how much ``model`` relies on Fourier phase versus amplitude.
 
@@ -159,19 +162,24 @@ def analyze_phase_reliance(
     originals and hybrids are classified clean and under ``attack`` (a name for
     :func:`~phaseguard.attacks.build_attack`) at ``eps``/``norm``. The global torch RNG is seeded
     with ``seed`` before each of the six passes, so the attack's random starts repeat. The model is
-    evaluated in eval mode and its mode restored.
+    evaluated in eval mode and its mode restored, on its own device (the images go there, the
+    model is never moved; ``device``, when given, must be that one).
+
+    ``log`` receives one line per finished pass (``foreign amplitude, pgd20: 6.50% (13/200),
+    3.1 s``); ``progress`` shows a bar per pass on stderr while it is a terminal.
     """
     if len(x_uint8) != len(y):
         raise DataError(f"{len(x_uint8)} images but {len(y)} labels")
     start = time.perf_counter()
-    device = torch.device(device)
-    model = model.to(device)
+    device = run_device(model, device)
     adversary = build_attack(attack, model, eps=eps, norm=norm)
     partner = cross_class_partners(y, seed)
     hybrids = hybrid_images(x_uint8, partner, batch_size)
 
-    def accuracy(images: Tensor, labels: Tensor, attacked: bool) -> float:
+    def accuracy(name: str, images: Tensor, labels: Tensor, attacked: bool) -> float:
+        label = f"{name}, {attack if attacked else 'clean'}"
         torch.manual_seed(seed)
+        began = time.perf_counter()
         correct = predict_correct(
             model,
             images,
@@ -179,8 +187,15 @@ def analyze_phase_reliance(
             attack=adversary if attacked else None,
             batch_size=batch_size,
             device=device,
+            progress=label if progress else None,
         )
-        return int(correct.sum()) / len(correct)
+        hits = int(correct.sum())
+        if log is not None:
+            log(
+                f"{label}: {100 * hits / len(correct):.2f}% ({hits}/{len(correct)}), "
+                f"{time.perf_counter() - began:.1f} s"
+            )
+        return hits / len(correct)
 
     y_partner = y[partner]
     return PhaseReliance(
@@ -189,12 +204,12 @@ def analyze_phase_reliance(
         norm=norm,
         seed=seed,
         attack=attack,
-        clean=accuracy(x_uint8, y, False),
-        robust=accuracy(x_uint8, y, True),
-        foreign_amplitude=accuracy(hybrids, y, False),
-        foreign_phase=accuracy(hybrids, y_partner, False),
-        foreign_amplitude_robust=accuracy(hybrids, y, True),
-        foreign_phase_robust=accuracy(hybrids, y_partner, True),
+        clean=accuracy("originals", x_uint8, y, False),
+        robust=accuracy("originals", x_uint8, y, True),
+        foreign_amplitude=accuracy("foreign amplitude", hybrids, y, False),
+        foreign_phase=accuracy("foreign phase", hybrids, y_partner, False),
+        foreign_amplitude_robust=accuracy("foreign amplitude", hybrids, y, True),
+        foreign_phase_robust=accuracy("foreign phase", hybrids, y_partner, True),
         seconds=time.perf_counter() - start,
         info=dict(info or {}),
     )

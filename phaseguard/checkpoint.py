@@ -3,15 +3,16 @@
 A checkpoint is a plain ``dict`` of tensors, numbers, strings, lists and dicts saved with
 ``torch.save``; it is read back with ``torch.load(weights_only=True)``, so a file that carries
 pickled code is refused before any of it runs. Writes go to a temporary file in the same
-folder, are flushed to disk, then renamed over the target: a crash mid-write leaves the
-previous checkpoint intact.
+folder (created with the permissions of any other file of the run: 0644 under umask 022), are
+flushed to disk, then renamed over the target: a crash mid-write leaves the previous checkpoint
+intact.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically write ``state`` (plus format and version tags) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    # O_EXCL as mkstemp, but mode 0666 so that the umask decides, as for open(path, "w")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save({"format": FORMAT, "version": VERSION, **state}, fh)

@@ -1,4 +1,4 @@
-"""The ``phaseguard`` command: train, eval, analyze, report, data, export, list.
+"""The ``phaseguard`` command: train, eval, analyze, report, study, data, export, config, list.
 
 Every error a user can cause is printed as one line (``phaseguard: error: ...``) with exit
 status 2; nothing already written is lost.
@@ -11,25 +11,34 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
+from .config import Config, load_config, preset_label, preset_names
 from .cpu_memory import keep_freed_memory
 from .errors import PhaseguardError
 from .hardware import configure_threads
+from .user_modules import import_modules, recorded_imports
+
+
+def _with_imports(cfg: Config, args: argparse.Namespace) -> Config:
+    """``cfg`` recording the ``--import`` modules too, its own imported."""
+    cfg.imports = list(dict.fromkeys([*cfg.imports, *args.imports]))
+    import_modules(cfg.imports)
+    return cfg
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .config import load_config
     from .training import resume_config, train
 
     if args.resume is not None:
         if args.config is not None and "=" not in args.config:
             raise PhaseguardError("with --resume RUN_DIR give no CONFIG (overrides only)")
         overrides = ([args.config] if args.config else []) + args.overrides
-        cfg = resume_config(args.resume, overrides)
+        cfg = _with_imports(resume_config(args.resume, overrides), args)
         result = train(cfg, args.resume, resume=True)
     else:
         if args.config is None or args.out is None:
             raise PhaseguardError("usage: phaseguard train CONFIG [key=value ...] --out RUN_DIR")
-        result = train(load_config(args.config, args.overrides), args.out)
+        result = train(_with_imports(load_config(args.config, args.overrides), args), args.out)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     print(
@@ -41,6 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .runs import evaluate_run
 
+    import_modules(recorded_imports(args.target))
     report, out = evaluate_run(
         args.target,
         attacks=args.attacks.split(",") if args.attacks else None,
@@ -63,6 +73,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 def _cmd_analyze(args: argparse.Namespace) -> None:
     from .runs import analyze_run
 
+    import_modules(recorded_imports(args.target))
     result, out = analyze_run(
         args.target,
         n=args.n,
@@ -75,6 +86,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         data_root=args.data_root,
         device=args.device,
         out=args.out,
+        log=lambda line: print(line, file=sys.stderr),
     )
     print(result.table())
     print(f"wrote {out}")
@@ -84,6 +96,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from .build import resolve_device
     from .report import write_report
 
+    for run in args.runs:
+        import_modules(recorded_imports(run))
     out = write_report(
         [Path(p) for p in args.runs],
         Path(args.out) if args.out else None,
@@ -101,10 +115,10 @@ def _cmd_study(args: argparse.Namespace) -> None:
 
     if args.study and "=" in args.study and not Path(args.study).is_file():
         args.study, args.overrides = None, [args.study, *args.overrides]  # --preset x a.b=1
-    spec = load_study(resolve_study(args.study, args.preset), args.overrides)
+    spec = load_study(resolve_study(args.study, args.preset), args.overrides, args.imports)
     if args.dry_run:
         for run in spec.runs:
-            print(f"{run.label}: {run.config} {' '.join(run.overrides)}")
+            print(f"{run.label}: {preset_label(run.config)} {' '.join(run.overrides)}")
         return
     summary = run_study(spec, args.out, log=lambda line: print(line, file=sys.stderr))
     print((Path(args.out) / "summary.md").read_text(), end="")
@@ -131,7 +145,12 @@ def _cmd_data(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from .loading import export_safetensors
 
+    import_modules(recorded_imports(args.target))
     print(f"wrote {export_safetensors(args.target, args.out, which=args.which)}")
+
+
+def _cmd_config(args: argparse.Namespace) -> None:
+    print(_with_imports(load_config(args.config, args.overrides), args).to_yaml(), end="")
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -139,14 +158,53 @@ def _cmd_list(args: argparse.Namespace) -> None:
     from .data import list_datasets
     from .methods import list_methods
     from .models import list_models
+    from .study import study_preset_names
 
     listing = {
         "models": list_models,
         "methods": list_methods,
         "attacks": list_eval_attacks,
         "datasets": list_datasets,
+        "presets": preset_names,
+        "studies": study_preset_names,
     }
     print("\n".join(listing[args.what]()))
+
+
+CONFIG_HELP = (
+    "CONFIG is a preset name (phaseguard list presets: quick, small/fashion_mnist_dat, "
+    "paper/cifar10_resnet18_dat, ...) or a YAML file (a path ending in .yaml or .yml, or any "
+    "existing file)."
+)
+
+
+def _train_epilog() -> str:
+    """``train --help``'s closing text: what CONFIG is, the config's sections and their keys."""
+    import dataclasses
+    import textwrap
+
+    lines = [
+        textwrap.fill(CONFIG_HELP, 79),
+        "",
+        textwrap.fill(
+            "Config sections and their keys (section.key=value sets one; phaseguard config "
+            "show CONFIG prints every value):",
+            79,
+        ),
+    ]
+    other = {
+        "method": "name (phaseguard list methods) and that method's own options",
+        "imports": "modules to import first (user code that registers models, methods, ...)",
+    }
+    for section in dataclasses.fields(Config):
+        value = getattr(Config(), section.name)
+        if dataclasses.is_dataclass(value):
+            keys = ", ".join(f.name for f in dataclasses.fields(value))
+        else:
+            keys = other[section.name]
+        line = f"{section.name}: {keys}"
+        lines.append(textwrap.fill(line, 79, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,16 +215,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Adversarially robust image classifiers: DAT and its baselines, "
         "training, honest evaluation, reports.",
     )
+    parser.add_argument("--version", action="version", version=f"phaseguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # every command takes --import: user code that registers models, methods, attacks, datasets
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="import MODULE first (repeatable); a run records it and later commands on the "
+        "run import it again",
+    )
 
-    p = sub.add_parser("train", help="train a model into a run folder (or resume one)")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = command(
+        "train",
+        help="train a model into a run folder (or resume one)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_train_epilog(),
+    )
+    p.add_argument("config", nargs="?", help="preset name or YAML file (see below)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run or checkpoint under attack, write eval.json")
+    p = command("eval", help="evaluate a run or checkpoint under attack, write eval.json")
     p.add_argument("target", help="run folder, .pt checkpoint or .safetensors export")
     p.add_argument(
         "--attacks",
@@ -189,9 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file (default: RUN_DIR/eval.json)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser(
-        "analyze", help="phase reliance: accuracy on cross-class amplitude/phase hybrids"
-    )
+    p = command("analyze", help="phase reliance: accuracy on cross-class amplitude/phase hybrids")
     p.add_argument("target", help="run folder, .pt checkpoint or .safetensors export")
     p.add_argument("--n", type=int, default=1000, help="use the first n test images (1000)")
     p.add_argument("--eps", type=float, help="perturbation budget (default: the run's)")
@@ -205,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file (default: RUN_DIR/analysis.json)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("report", help="HTML report of one run or a comparison of runs")
+    p = command("report", help="HTML report of one run or a comparison of runs")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="HTML file (default: report.html in the first run folder)")
     p.add_argument(
@@ -228,31 +304,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device of the attacks and the DAT figure")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser(
+    p = command(
         "study", help="the paper's comparison: every method x seed + DAT ablations, resumable"
     )
-    p.add_argument("study", nargs="?", help="study file (see configs/study/)")
+    p.add_argument("study", nargs="?", help="study file (YAML)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
-    p.add_argument("--preset", help="configs/study/PRESET.yaml: small (this CPU) or full")
+    p.add_argument("--preset", help="a study preset: small (this CPU) or full (list studies)")
     p.add_argument("--out", required=True, help="study folder (run again to continue it)")
     p.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     p.set_defaults(func=_cmd_study)
 
-    p = sub.add_parser("data", help="datasets: download, info, list")
+    p = command("data", help="datasets: download, info, list")
     p.add_argument("action", choices=["download", "info", "list"])
     p.add_argument("name", nargs="?", default="fashion-mnist")
     p.add_argument("--root", help="folder to download into / read from")
     p.add_argument("--base-url", help="mirror to download from instead of the official address")
     p.set_defaults(func=_cmd_data)
 
-    p = sub.add_parser("export", help="export a run's weights to safetensors")
+    p = command("export", help="export a run's weights to safetensors")
     p.add_argument("target", help="run folder or .pt checkpoint")
     p.add_argument("--out", required=True, help=".safetensors file to write")
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("list", help="list registered models, methods, attacks or datasets")
-    p.add_argument("what", choices=["models", "methods", "attacks", "datasets"])
+    p = command(
+        "config",
+        help="print a resolved config as YAML (every key with its value)",
+        epilog=CONFIG_HELP,
+    )
+    p.add_argument("action", choices=["show"])
+    p.add_argument("config", help="preset name or YAML file")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.set_defaults(func=_cmd_config)
+
+    p = command("list", help="list models, methods, attacks, datasets, presets or study presets")
+    p.add_argument(
+        "what", choices=["models", "methods", "attacks", "datasets", "presets", "studies"]
+    )
     p.set_defaults(func=_cmd_list)
     return parser
 
@@ -262,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may follow options (``train CONFIG --out DIR a.b=1``): collect them.
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    if stray or (extra and args.command not in ("train", "study")):
+    if stray or (extra and args.command not in ("train", "study", "config")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = args.overrides + extra
@@ -272,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         configure_threads()  # the cores this process may use (training: train.threads wins)
+        import_modules(args.imports)
         args.func(args)
     except PhaseguardError as exc:
         print(f"phaseguard: error: {exc}", file=sys.stderr)
@@ -279,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("phaseguard: interrupted; the last checkpoint is intact", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (``phaseguard list presets | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

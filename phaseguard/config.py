@@ -1,11 +1,12 @@
 """Typed configuration: dataclasses, YAML files and ``key=value`` overrides.
 
-A run is described by one :class:`Config`. It is read from a YAML file whose top-level keys are
-the sections below, then ``section.key=value`` overrides from the command line are applied
-(values are parsed as YAML, and float fields also accept fractions such as ``8/255``). Every
-key is checked against the dataclasses: an unknown key is an error that names it. The method
-section is free-form here and checked against the chosen method's own options dataclass when
-the method is built (:func:`phaseguard.methods.method_options`).
+A run is described by one :class:`Config`. It is read from a YAML file (or a preset shipped in
+``phaseguard/presets/``, named like ``quick``; :func:`resolve_config` says which is which)
+whose top-level keys are the sections below, then ``section.key=value`` overrides from the
+command line are applied (values are parsed as YAML, and float fields also accept fractions
+such as ``8/255``). Every key is checked against the dataclasses: an unknown key is an error
+that names it. The method section is free-form here and checked against the chosen method's
+own options dataclass when the method is built (:func:`phaseguard.methods.method_options`).
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ class Config:
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # modules imported before the run is built or loaded (user code that registers models,
+    # methods, attacks or datasets); ``phaseguard --import`` adds to it
+    imports: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -296,8 +300,48 @@ def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The presets shipped with phaseguard; ``study/`` holds study files (:mod:`phaseguard.study`).
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def preset_names() -> list[str]:
+    """Names of the training presets, e.g. ``quick``, ``paper/cifar10_resnet18_dat``."""
+    return sorted(
+        p.relative_to(PRESETS_DIR).with_suffix("").as_posix()
+        for p in PRESETS_DIR.rglob("*.yaml")
+        if p.parent != PRESETS_DIR / "study"
+    )
+
+
+def preset_label(path: Path) -> str:
+    """A config file's preset name when it is a preset, else the path as given."""
+    try:
+        return path.resolve().relative_to(PRESETS_DIR).with_suffix("").as_posix()
+    except ValueError:
+        return str(path)
+
+
+def resolve_config(ref: str | Path, relative_to: Path | None = None) -> Path:
+    """The YAML file that ``ref`` names: a file or a preset.
+
+    A :class:`~pathlib.Path`, a string ending in ``.yaml`` or ``.yml``, or a string naming an
+    existing file is a file (relative to ``relative_to`` when given); any other string is a
+    preset name (:func:`preset_names`), and an unknown one is an error listing the presets.
+    """
+    path = Path(ref) if relative_to is None else relative_to / ref
+    if isinstance(ref, Path) or path.suffix in CONFIG_SUFFIXES or path.is_file():
+        return path
+    if ref in preset_names():
+        return PRESETS_DIR / f"{ref}.yaml"
+    raise ConfigError(
+        f"'{ref}' is neither a config file nor a preset (presets: {', '.join(preset_names())})"
+    )
+
+
 def read_config_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A YAML config as a mapping, with its ``base:`` file (relative to it) merged underneath."""
+    """A YAML config as a mapping, with its ``base:`` (a preset name, or a file relative to
+    it) merged underneath."""
     path = Path(path)
     if path.resolve() in _seen:
         raise ConfigError(f"config {path} includes itself through 'base:'")
@@ -314,7 +358,9 @@ def read_config_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     base = tree.pop("base", None)
     if base is None:
         return tree
-    parent = read_config_tree(path.parent / base, (*_seen, path.resolve()))
+    if not isinstance(base, str):
+        raise ConfigError(f"config {path}: base must be a preset name or a file, got {base!r}")
+    parent = read_config_tree(resolve_config(base, path.parent), (*_seen, path.resolve()))
     merged = _merge(parent, tree)
     parent_method = parent.get("method") or {}
     child_method = tree.get("method") or {}
@@ -324,10 +370,12 @@ def read_config_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file (or start from the defaults) and apply ``key=value`` overrides.
+    """Read a preset or a YAML file (or start from the defaults) and apply ``key=value``
+    overrides.
 
-    A file may name another with ``base: other.yaml`` (relative to itself); its sections are
-    merged underneath, key by key.
+    ``path`` is resolved by :func:`resolve_config`: ``"quick"`` is a preset,
+    ``"my.yaml"`` a file. A file may name another with ``base: other.yaml`` (relative to
+    itself) or ``base: PRESET``; its sections are merged underneath, key by key.
     """
-    tree = read_config_tree(path) if path is not None else {}
+    tree = read_config_tree(resolve_config(path)) if path is not None else {}
     return config_from_dict(apply_overrides(tree, overrides or []))

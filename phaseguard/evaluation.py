@@ -2,10 +2,11 @@
 
 ``evaluate`` runs the named evaluation attacks (docs/dat.md section 9; the registry of
 :mod:`phaseguard.attacks.evaluation`) on one model, records per attack the robust accuracy, the
-count and the seconds, the per-sample worst case over every attack run, a RobustBench-style
-entry, and sanity checks that flag the usual signs of a broken evaluation or of gradient
-masking; the checks follow from each attack's registered properties. The model is always
-evaluated in eval mode (main BN branch).
+count and the seconds, the per-sample worst case over every attack run, a RobustBench
+model-info entry, the environment (versions, device, date), and sanity checks that flag the
+usual signs of a broken evaluation or of gradient masking; the checks follow from each attack's
+registered properties. The model is always evaluated in eval mode (main BN branch), on its own
+device: the images go there, the model is never moved.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,19 @@ from torch import nn
 
 from .attacks import NATURAL, PGD, EvalAttack, EvalTask, attack_mode, eval_attack
 from .attacks.autoattack import AA_BLACK_BOX
-from .predict import as_unit_float, predict_correct
+from .hardware import device_name
+from .predict import as_unit_float, predict_correct, run_device
 
 #: The entry RobustBench's ``autoattack_acc`` reports.
 AUTOATTACK = "aa"
+
+#: RobustBench's spelling of the architectures of phaseguard's model registry (others: the name).
+ROBUSTBENCH_ARCHITECTURES = {
+    "resnet18": "ResNet-18",
+    "preact_resnet18": "PreActResNet-18",
+    "wrn28_10": "WideResNet-28-10",
+    "wrn34_10": "WideResNet-34-10",
+}
 
 
 @dataclass
@@ -48,7 +59,13 @@ class SanityCheck:
 
 @dataclass
 class EvalReport:
-    """Everything ``phaseguard eval`` writes to ``eval.json``."""
+    """Everything ``phaseguard eval`` writes to ``eval.json``.
+
+    ``info``: where the model came from (the caller's fields: ``phaseguard eval`` gives source,
+    epoch, architecture, dataset, method) and ``environment`` ({phaseguard, torch, device, date}:
+    versions, device name, ISO 8601 date and time of the evaluation). ``to_dict`` adds the
+    :meth:`robustbench` entry.
+    """
 
     eps: float
     norm: str
@@ -65,17 +82,34 @@ class EvalReport:
         return natural.accuracy if natural else None
 
     def robustbench(self) -> dict[str, Any]:
-        """A RobustBench-style entry (accuracies in percent, as its model cards give them)."""
+        """This evaluation as a RobustBench model-info entry.
+
+        The fields, order and formats of RobustBench's ``model_info/<dataset>/<Linf|L2>/*.json``:
+        ``eps`` a string (:func:`robustbench_eps`: "8/255", "0.1"), ``clean_acc`` and
+        ``autoattack_acc`` percentages as strings with two decimals ("" when natural or aa was
+        not run). Filled from what phaseguard knows: ``dataset`` and ``architecture`` (from
+        ``info``), ``additional_data`` false, ``number_forward_passes`` 1, ``unreliable`` false;
+        what only the authors know (``link``, ``name``, ``authors``, ``venue``, ``reported``,
+        ``footnote``) is "". RobustBench evaluates on the full test set: this entry covers the
+        report's ``n`` images.
+        """
         aa = self.attacks.get(AUTOATTACK)
-        clean = self.clean_accuracy
+        architecture = self.info.get("architecture", "")
         return {
-            "clean_acc": None if clean is None else round(100 * clean, 2),
-            "autoattack_acc": None if aa is None else round(100 * aa.accuracy, 2),
-            "eps": self.eps,
-            "threat_model": "Linf" if self.norm == "linf" else "L2",
-            "architecture": self.info.get("architecture"),
-            "dataset": self.info.get("dataset"),
-            "n_eval": self.n,
+            "link": "",
+            "name": "",
+            "authors": "",
+            "additional_data": False,
+            "number_forward_passes": 1,
+            "dataset": self.info.get("dataset", ""),
+            "venue": "",
+            "architecture": ROBUSTBENCH_ARCHITECTURES.get(architecture, architecture),
+            "eps": robustbench_eps(self.eps),
+            "clean_acc": _percent(self.clean_accuracy),
+            "reported": "",
+            "autoattack_acc": _percent(aa.accuracy if aa else None),
+            "footnote": "",
+            "unreliable": False,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +131,32 @@ class EvalReport:
         for check in self.sanity:
             rows.append(f"[{'ok' if check.passed else 'WARNING'}] {check.name}: {check.detail}")
         return "\n".join(rows)
+
+
+def robustbench_eps(eps: float) -> str:
+    """eps as RobustBench writes it: "8/255" where eps is k/255 (to 1e-6) with more than three
+    decimals, else the number ("0.1", "0.5", "0.031")."""
+    k = round(eps * 255)
+    if round(eps, 3) != eps and abs(eps * 255 - k) < 1e-6:
+        return f"{k}/255"
+    return f"{eps:g}"
+
+
+def _percent(accuracy: float | None) -> str:
+    return "" if accuracy is None else f"{100 * accuracy:.2f}"
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """What an evaluation ran with: phaseguard and torch versions, the device's name (GPU model
+    or CPU model name) and the date and time (ISO 8601, local time with its UTC offset)."""
+    from . import __version__
+
+    return {
+        "phaseguard": __version__,
+        "torch": torch.__version__,
+        "device": device_name(device),
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
 
 
 def _result(correct: torch.Tensor, seconds: float) -> AttackResult:
@@ -147,7 +207,7 @@ def sanity_checks(
     entries: dict[str, EvalAttack],
     breakdown: dict[str, int] | None = None,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> list[SanityCheck]:
     """The usual signs of a broken evaluation or of gradient masking, checked on one model.
 
@@ -158,9 +218,10 @@ def sanity_checks(
     most the clean accuracy; PGD at eps 0 changes nothing; each attack scores at most its
     :class:`~phaseguard.attacks.Ceiling` (with slack when either is randomised); black-box
     attacks break nothing the white-box ones left correct (black-box entries, and AutoAttack's
-    black-box attacks); input gradients are not all zero.
+    black-box attacks); input gradients are not all zero. The model runs on its own device
+    (``device``, when given, must be that one: :func:`~phaseguard.predict.run_device`).
     """
-    device = torch.device(device)
+    device = run_device(model, device)
     checks = []
     clean = correct.get(NATURAL)
     if clean is None:
@@ -225,29 +286,38 @@ def evaluate(
     eps: float = 8 / 255,
     norm: str = "linf",
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     seed: int = 0,
     aa_state: Path | None = None,
     aa_attacks: list[str] | None = None,
     info: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> EvalReport:
     """Run ``attacks`` (names from :func:`~phaseguard.attacks.list_eval_attacks`) on images x
-    (uint8 [N, C, H, W], or float in [0, 1]) with labels y (int64 [N]); return the report with
-    the per-sample worst case and the :func:`sanity_checks`.
+    (uint8 [N, C, H, W], or float in [0, 1], any device) with labels y (int64 [N]); return the
+    report with the per-sample worst case and the :func:`sanity_checks`.
 
-    The attacks run in the given order, each after ``torch.manual_seed(seed)``. ``aa`` is
-    AutoAttack's standard version, or its custom version with ``aa_attacks``; its progress is
-    saved in ``aa_state`` (resumed from there when the file exists).
+    The model runs where its parameters are, like torchattacks' attacks: the images are moved
+    there one batch at a time and the model is never moved. ``device`` may name that device;
+    another one is a ConfigError. The attacks run in the given order, each after
+    ``torch.manual_seed(seed)``. ``aa`` is AutoAttack's standard version, or its custom version
+    with ``aa_attacks``; its progress is saved in ``aa_state`` (resumed from there when the file
+    exists).
+
+    ``log`` receives one line per finished attack, ``pgd20: 51.60% (516/1000), 3.5 s`` (and one
+    per finished AutoAttack attack); ``progress`` shows a bar per attack on stderr while it is
+    a terminal. ``info`` is copied into the report, with ``info["environment"]`` added
+    (:func:`environment`: versions, device name, date).
 
     Raises:
         ConfigError: an unknown attack name (before anything runs; the message lists the known
-            ones).
+            ones), or ``device`` is not the model's.
     """
     entries = {name: eval_attack(name) for name in attacks}
-    device = torch.device(device)
-    model = model.to(device)
-    report = EvalReport(eps=eps, norm=norm, n=len(y), info=dict(info or {}))
+    device = run_device(model, device)
+    info = {**(info or {}), "environment": environment(device)}
+    report = EvalReport(eps=eps, norm=norm, n=len(y), info=info)
     task = EvalTask(
         model,
         x,
@@ -260,16 +330,21 @@ def evaluate(
         aa_state,
         aa_attacks,
         report.autoattack_breakdown,
+        log=log,
     )
     correct: dict[str, torch.Tensor] = {}
     for name, entry in entries.items():
         torch.manual_seed(seed)
+        task.progress = name if progress else None
         start = time.perf_counter()
         ok = entry.run(task)
         correct[name] = ok
-        report.attacks[name] = _result(ok, time.perf_counter() - start)
+        result = report.attacks[name] = _result(ok, time.perf_counter() - start)
         if log is not None:
-            log(f"{name}: {100 * report.attacks[name].accuracy:.2f}%")
+            log(
+                f"{name}: {100 * result.accuracy:.2f}% ({result.correct}/{result.n}), "
+                f"{result.seconds:.1f} s"
+            )
     if correct:
         worst = torch.stack(list(correct.values())).all(0)
         report.worst_case = _result(worst, sum(r.seconds for r in report.attacks.values()))

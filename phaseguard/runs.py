@@ -21,6 +21,7 @@ from .data import load_dataset
 from .errors import PhaseguardError
 from .evaluation import EvalReport, evaluate
 from .loading import LoadedModel, load_model
+from .training.logger import log_evaluation
 
 
 @dataclass
@@ -97,7 +98,11 @@ def evaluate_run(
     log: Callable[[str], None] | None = None,
 ) -> tuple[EvalReport, Path]:
     """Evaluate a run under attack (defaults: the run's ``eval`` and ``attack`` sections) and
-    write ``eval.json``; AutoAttack's progress is kept in ``eval.aa_state.json`` beside it."""
+    write ``eval.json``; AutoAttack's progress is kept in ``eval.aa_state.json`` beside it. A
+    run folder's TensorBoard gets the accuracies as ``eval/<attack>`` at the checkpoint's epoch.
+    The model is loaded onto ``device`` ("auto": CUDA when there is one). ``log`` receives a
+    line per finished attack; a progress bar per attack shows on stderr while it is a
+    terminal."""
     run = _setup(target, "eval.json", n, eps, norm, batch_size, which, data_root, device, out)
     report = evaluate(
         run.loaded.model,
@@ -115,6 +120,11 @@ def evaluate_run(
         log=log,
     )
     report.write(run.out)
+    if (Path(target) / "config.yaml").is_file():  # a run folder: its TensorBoard gets them too
+        scores = {name: result.accuracy for name, result in report.attacks.items()}
+        if report.worst_case is not None:
+            scores["worst_case"] = report.worst_case.accuracy
+        log_evaluation(target, scores, step=run.loaded.epoch)
     return report, run.out
 
 
@@ -130,9 +140,11 @@ def analyze_run(
     data_root: str | None = None,
     device: str = "auto",
     out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[PhaseReliance, Path]:
     """Phase reliance of a run (see :mod:`phaseguard.analyze`) on its first ``n`` test images,
-    at the run's eps and norm unless given; writes ``analysis.json``."""
+    at the run's eps and norm unless given; writes ``analysis.json``. ``log`` receives a line
+    per finished pass; a progress bar per pass shows on stderr while it is a terminal."""
     if n < 1:
         raise PhaseguardError(f"n must be a positive number of images, got {n}")
     run = _setup(target, "analysis.json", n, eps, norm, batch_size, which, data_root, device, out)
@@ -147,6 +159,7 @@ def analyze_run(
         device=run.device,
         attack=attack,
         info=run.info,
+        log=log,
     )
     result.write(run.out)
     return result, run.out

@@ -1,9 +1,10 @@
 """``phaseguard study``: the paper's comparison as one resumable command.
 
-A study file (``configs/study/*.yaml``) names one training config per method, the seeds, DAT's
-ablations and the evaluation::
+A study file (the presets: ``phaseguard/presets/study/*.yaml``) names one training config per
+method (a preset name or a file relative to the study file), the seeds, DAT's ablations and the
+evaluation::
 
-    methods: {dat: ../small/fashion_mnist_dat.yaml, pgd_at: ..., trades: ..., mart: ...}
+    methods: {dat: small/fashion_mnist_dat, pgd_at: my_pgd_at.yaml, trades: ..., mart: ...}
     seeds: [0, 1, 2]                 # every method, every seed (train.seed=s)
     overrides: []                    # applied to every run
     ablations:                       # one run each: the ablation_of method, first seed
@@ -15,8 +16,9 @@ ablations and the evaluation::
 Every run lives in ``OUT/runs/LABEL`` and goes through train -> eval -> analyze; each step is
 skipped when its output is already there and newer than what it depends on, and an interrupted
 training resumes from its last checkpoint, so a study is continued by running the same command
-again. The summary (``study.json``, ``summary.md``, ``study.png``) is rebuilt from the run folders
-at the end: mean and sample standard deviation over seeds per method, one row per ablation
+again; each step logs a line when it starts and one with its seconds when it ends. The summary
+(``study.json``, ``summary.md``, ``study.png``) is rebuilt from the run folders at the end: mean
+and sample standard deviation over seeds per method, one row per ablation
 (:mod:`phaseguard.study_summary`).
 """
 
@@ -32,27 +34,32 @@ from typing import Any
 import yaml
 
 from .attacks import eval_attack
-from .config import Config, load_config
+from .config import PRESETS_DIR, Config, load_config, resolve_config
 from .errors import ConfigError
 from .run_dir import RunDir
 from .study_summary import read_timings, summarize, write_json, write_summary
+from .user_modules import import_modules
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "study"
+STUDY_PRESETS_DIR = PRESETS_DIR / "study"
 #: The evaluation attacks of a study file without ``eval.attacks``.
 DEFAULT_EVAL_ATTACKS = ["natural", "pgd20", "cw", "aa"]
 
 
 @dataclass
 class StudyRun:
-    """One training run of a study: its folder name, group, config file and overrides."""
+    """One training run of a study: its folder name, group, config file, overrides and the
+    modules it imports besides its config's own (``phaseguard study --import``)."""
 
     label: str
     group: str  # the method name, or "ablation"
     config: Path
     overrides: list[str]
+    imports: tuple[str, ...] = ()
 
     def load(self) -> Config:
-        return load_config(self.config, self.overrides)
+        cfg = load_config(self.config, self.overrides)
+        cfg.imports = list(dict.fromkeys([*cfg.imports, *self.imports]))
+        return cfg
 
 
 @dataclass
@@ -72,24 +79,33 @@ def _mapping(tree: Any, where: str) -> dict[str, Any]:
     return tree
 
 
+def study_preset_names() -> list[str]:
+    """Names of the study presets shipped with phaseguard (``small``, ``full``)."""
+    return sorted(p.stem for p in STUDY_PRESETS_DIR.glob("*.yaml"))
+
+
 def resolve_study(path: str | Path | None = None, preset: str | None = None) -> Path:
-    """The study file: ``path``, or ``configs/study/PRESET.yaml`` of this source checkout."""
+    """The study file: ``path``, or the study preset named ``preset``."""
     if (path is None) == (preset is None):
         raise ConfigError("give a study file or --preset NAME (not both)")
     if preset is not None:
-        path = PRESETS_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-            raise ConfigError(f"unknown study preset '{preset}' (known: {', '.join(known)})")
+        if preset not in study_preset_names():
+            known = ", ".join(study_preset_names())
+            raise ConfigError(f"unknown study preset '{preset}' (known: {known})")
+        path = STUDY_PRESETS_DIR / f"{preset}.yaml"
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"study file {path} does not exist")
+        hint = f" (the preset: --preset {path})" if str(path) in study_preset_names() else ""
+        raise ConfigError(f"study file {path} does not exist{hint}")
     return path
 
 
-def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+def load_study(
+    path: str | Path, overrides: list[str] | None = None, imports: list[str] | None = None
+) -> StudySpec:
     """Read and check a study file; ``overrides`` (``key=value``) go to every run after the
-    file's own. Every run's config is loaded once here to catch errors early."""
+    file's own, ``imports`` (module names) into every run's config. Every run's config is
+    loaded once here to catch errors early, and the modules it imports are imported."""
     path = Path(path)
     try:
         tree = _mapping(yaml.safe_load(path.read_text()), str(path))
@@ -103,9 +119,11 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
     if not methods or not seeds:
         raise ConfigError(f"{path}: needs at least one method and one seed")
     common = [str(o) for o in tree.get("overrides", [])] + list(overrides or [])
+    configs = {name: resolve_config(str(cfg), path.parent) for name, cfg in methods.items()}
+    extra_imports = tuple(imports or ())
     runs = [
-        StudyRun(f"{name}_s{seed}", name, path.parent / cfg, [*common, f"train.seed={seed}"])
-        for name, cfg in methods.items()
+        StudyRun(f"{name}_s{seed}", name, cfg, [*common, f"train.seed={seed}"], extra_imports)
+        for name, cfg in configs.items()
         for seed in seeds
     ]
     ablations = _mapping(tree.get("ablations", {"runs": {}}), f"{path}: ablations")
@@ -113,17 +131,17 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
     if ablations.get("runs") and of not in methods:
         raise ConfigError(f"{path}: ablation_of '{of}' is not one of the methods")
     for name, extra in _mapping(ablations.get("runs", {}), f"{path}: ablations.runs").items():
-        base = path.parent / methods[of]
         runs.append(
             StudyRun(
                 f"{of}_{name}_s{seeds[0]}",
                 "ablation",
-                base,
+                configs[of],
                 [*common, f"train.seed={seeds[0]}", *map(str, extra)],
+                extra_imports,
             )
         )
     for run in runs:
-        run.load()
+        import_modules(run.load().imports)
     ev = _mapping(tree.get("eval", {}), f"{path}: eval")
     attacks = [str(a) for a in ev.get("attacks", DEFAULT_EVAL_ATTACKS)]
     for name in attacks:
@@ -215,10 +233,12 @@ def run_study(
             if done():  # a skipped step keeps the time it took when it ran
                 log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step} (done)")
                 continue
-            log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step}")
+            log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step} started")
             start = time.perf_counter()
             do()
-            timings.setdefault(study_run.label, {})[step] = round(time.perf_counter() - start, 1)
+            seconds = round(time.perf_counter() - start, 1)
+            log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step} finished in {seconds:.0f} s")
+            timings.setdefault(study_run.label, {})[step] = seconds
             write_json(out / "timings.json", timings)
     summary = summarize(spec, out)
     write_summary(summary, out)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .attacks import eval_attack
+from .extras import MissingExtraError
 from .run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -136,11 +138,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def write_summary(summary: dict[str, Any], out: str | Path) -> None:
-    """``study.json``, ``summary.md`` and ``study.png`` in the study folder."""
+    """``study.json``, ``summary.md`` and ``study.png`` in the study folder; without the
+    ``[report]`` extra (matplotlib) the figure is left out with a note on stderr."""
     from .report.study_plot import plot_study
 
     out = Path(out)
     write_json(out / "study.json", summary)
     (out / "summary.md").write_text(summary_markdown(summary))
     columns = attack_columns(summary["eval"]["attacks"])
-    plot_study(summary, columns, PHASE_COLUMNS, out / "study.png")
+    try:
+        plot_study(summary, columns, PHASE_COLUMNS, out / "study.png")
+    except MissingExtraError as exc:
+        print(f"phaseguard: note: no study.png: {exc}", file=sys.stderr)

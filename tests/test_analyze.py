@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -144,10 +145,25 @@ def test_analysis_scores_the_right_labels_and_attacks_lower_accuracy(tiny_analys
     assert not model.training
 
 
-def test_same_seed_gives_the_same_numbers(tiny_analysis, test_set):
+def test_same_seed_gives_the_same_numbers_and_a_line_per_pass(tiny_analysis, test_set):
     model, first = tiny_analysis
-    again = analyze_phase_reliance(model, *test_set, eps=0.1, seed=0, batch_size=100)
+    lines = []
+    again = analyze_phase_reliance(
+        model, *test_set, eps=0.1, seed=0, batch_size=100, log=lines.append
+    )
     assert {k: getattr(again, k) for k in ACCURACIES} == {k: getattr(first, k) for k in ACCURACIES}
+    passes = [
+        ("originals, clean", first.clean),
+        ("originals, pgd20", first.robust),
+        ("foreign amplitude, clean", first.foreign_amplitude),
+        ("foreign phase, clean", first.foreign_phase),
+        ("foreign amplitude, pgd20", first.foreign_amplitude_robust),
+        ("foreign phase, pgd20", first.foreign_phase_robust),
+    ]
+    assert len(lines) == len(passes)
+    for line, (label, value) in zip(lines, passes):
+        hits = round(200 * value)
+        assert re.fullmatch(rf"{label}: {100 * value:.2f}% \({hits}/200\), \d+\.\d s", line), line
 
 
 def test_cli_writes_analysis_json_into_the_run(tiny_run, tiny_analysis, tmp_path, capsys):

@@ -23,6 +23,7 @@ from phaseguard.attacks import (
     FGSM,
     PGD,
     Attack,
+    CWLinf,
     TradesKL,
     build_attack,
     list_attacks,
@@ -44,7 +45,7 @@ CASES: dict[str, tuple[str, Callable[[nn.Module, float], Attack]]] = {
     "pgd-linf": ("linf", lambda m, eps: PGD(m, eps, eps / 4, 10)),
     "pgd-l2": ("l2", lambda m, eps: PGD(m, eps, eps / 4, 10, norm="l2")),
     "pgd-restarts": ("linf", lambda m, eps: PGD(m, eps, eps / 4, 5, restarts=3)),
-    "cw": ("linf", lambda m, eps: CW(m, eps, eps / 4, 10)),
+    "cw": ("linf", lambda m, eps: CWLinf(m, eps, eps / 4, 10)),
     "trades-kl": ("linf", lambda m, eps: TradesKL(m, eps, eps / 4, 5)),
     "dat-eaeg": (
         "linf",
@@ -195,6 +196,96 @@ def test_cw_margin_values() -> None:
     y = torch.tensor([0, 1])
     assert cw_margin(logits, y).tolist() == [-1.0, 0.0]  # clamped at 0 once misclassified
     assert cw_margin(logits, y, kappa=5.0).tolist() == [-1.0, 1.0]
+    # targeted: z_t - max_{j != t} z_j, clamped at kappa once the target wins
+    assert cw_margin(logits, y, targeted=True).tolist() == [0.0, -1.0]
+    assert cw_margin(logits, y, kappa=5.0, targeted=True).tolist() == [1.0, -1.0]
+
+
+def test_torchattacks_spellings_build_the_same_attacks(trained: tuple[nn.Module, Tensor, Tensor]):
+    model, x, y = trained
+    pgd = PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
+    assert (pgd.step, pgd.alpha, pgd.steps, pgd.random_start) == (2 / 255, 2 / 255, 10, True)
+    assert CWLinf(model, alpha=0.01).step == 0.01 and TradesKL(model, alpha=0.01).step == 0.01
+    assert FGSM(model, 0.1, step=0.05).step == 0.05 == FGSM(model, 0.1, alpha=0.05).step
+    assert CW is CWLinf and CWLinf(model).steps == 30 and CWLinf(model).step == 2 / 255
+    with pytest.raises(ConfigError, match="step=0.1 or alpha=0.2, not both"):
+        PGD(model, step=0.1, alpha=0.2)
+    torch.manual_seed(0)
+    by_alpha = PGD(model, EPS, alpha=EPS / 4, steps=3)(x[:32], y[:32])
+    torch.manual_seed(0)
+    assert torch.equal(by_alpha, PGD(model, EPS, EPS / 4, 3)(x[:32], y[:32]))
+
+
+def hits(model: nn.Module, x_adv: Tensor, target: Tensor) -> Tensor:
+    """bool [B]: classified as ``target``."""
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == target
+
+
+@pytest.mark.parametrize("make", [PGD, CWLinf], ids=["ce", "cw"])
+def test_targeted_attacks_drive_images_to_their_target(
+    trained: tuple[nn.Module, Tensor, Tensor], make: type[PGD]
+) -> None:
+    model, x, y = trained
+    target = (y + 1) % 10  # no clean image is classified as its target
+    eps = 0.2  # some targets (a trouser made a pullover) need a wider ball than 0.1
+    torch.manual_seed(0)
+    targeted = make(model, eps, eps / 8, 20, targeted=True)(x, target)
+    torch.manual_seed(0)
+    untargeted = make(model, eps, eps / 8, 20)(x, y)
+    assert not hits(model, x, target).any()
+    assert hits(model, targeted, target).float().mean() > 0.6  # measured: 0.77 (ce), 0.74 (cw)
+    assert hits(model, untargeted, target).float().mean() < 0.3  # measured: 0.16
+    assert_in_ball(targeted, x, eps, "linf")
+
+
+def test_targeted_restarts_keep_the_first_run_that_reaches_the_target(
+    trained: tuple[nn.Module, Tensor, Tensor],
+) -> None:
+    model, x, y = trained
+    target = (y + 1) % 10
+    torch.manual_seed(0)
+    once = hits(model, PGD(model, EPS, EPS / 4, 5, targeted=True)(x, target), target)
+    torch.manual_seed(0)  # the first of three runs draws the same start as the single run
+    thrice = hits(model, PGD(model, EPS, EPS / 4, 5, restarts=3, targeted=True)(x, target), target)
+    assert (thrice | ~once).all()  # reached by the first run -> kept
+    assert thrice.sum() > once.sum()
+
+
+def test_pgd_spelled_like_torchattacks_matches_it_untargeted_and_targeted(
+    trained: tuple[nn.Module, Tensor, Tensor],
+) -> None:
+    torchattacks = pytest.importorskip("torchattacks", reason="torchattacks is not installed")
+    model, x, y = trained
+    target = (y + 1) % 10
+    options = {"eps": EPS, "alpha": EPS / 4, "steps": 10, "random_start": True}
+    torch.manual_seed(0)
+    ours = correct(model, PGD(model, **options)(x, y), y)
+    torch.manual_seed(0)
+    theirs = correct(model, torchattacks.PGD(model, **options)(x, y), y)
+    assert abs(int(ours.sum()) - int(theirs.sum())) <= len(y) // 100
+    torch.manual_seed(0)
+    ours = hits(model, PGD(model, **options, targeted=True)(x, target), target)
+    peer = torchattacks.PGD(model, **options)
+    peer.set_mode_targeted_by_label(quiet=True)
+    torch.manual_seed(0)
+    theirs = hits(model, peer(x, target), target)
+    assert int(ours.sum()) > 0 and abs(int(ours.sum()) - int(theirs.sum())) <= len(y) // 100
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(CASES))
+def test_attack_runs_on_the_models_device(
+    trained: tuple[nn.Module, Tensor, Tensor], name: str
+) -> None:
+    base, x, y = trained
+    norm, make = CASES[name]
+    eps = EPS if norm == "linf" else EPS_L2
+    model = copy.deepcopy(base).cuda()
+    x_adv = make(model, eps)(x[:32], y[:32])  # images on the CPU, the model on the GPU
+    assert x_adv.is_cuda and next(model.parameters()).is_cuda
+    assert_in_ball(x_adv.cpu(), x[:32], eps, norm)
+    assert accuracy(model, x_adv, y[:32].cuda()) < accuracy(model, x[:32].cuda(), y[:32].cuda())
 
 
 def count_forwards(model: nn.Module) -> list[int]:
@@ -280,7 +371,7 @@ def test_registry_builds_the_protocol_attacks(trained: tuple[nn.Module, Tensor, 
         assert type(attack) is PGD and attack.steps == steps and attack.random_start
         assert attack.step == pytest.approx(2 / 255) and attack.loss == "ce"
     cw = build_attack("cw", model, eps=0.5, norm="l2")
-    assert isinstance(cw, CW) and cw.steps == 30 and cw.norm == "l2" and cw.loss == "cw"
+    assert isinstance(cw, CWLinf) and cw.steps == 30 and cw.norm == "l2" and cw.loss == "cw"
     with pytest.raises(ConfigError, match="fgsm, pgd20, pgd100, cw"):
         build_attack("pgd7", model, eps=8 / 255)
 

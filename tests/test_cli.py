@@ -9,7 +9,10 @@ import sys
 
 import pytest
 import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from phaseguard.checkpoint import load_checkpoint
 from phaseguard.loading import export_safetensors, load_model
 from tests.conftest import TINY
 
@@ -35,15 +38,57 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 def test_help_lists_the_commands():
     proc = phaseguard("--help")
     assert proc.returncode == 0
-    for command in ("train", "eval", "report", "data", "export", "list"):
+    for command in ("train", "eval", "report", "data", "export", "config", "list"):
         assert command in proc.stdout
 
 
+def test_version_is_the_packages():
+    import phaseguard as package
+
+    proc = phaseguard("--version")
+    assert proc.returncode == 0 and proc.stdout == f"phaseguard {package.__version__}\n"
+
+
+def test_train_help_names_the_presets_and_every_config_section_with_its_keys():
+    import dataclasses
+
+    from phaseguard.config import Config
+
+    proc = phaseguard("train", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())  # argparse wraps lines
+    assert "phaseguard list presets" in text and "phaseguard config show CONFIG" in text
+    for section in dataclasses.fields(Config):
+        assert f" {section.name}: " in text
+    assert "train: epochs, batch_size, precision" in text and "attack: norm, eps, step" in text
+
+
+def test_config_show_prints_the_resolved_preset_with_overrides():
+    from phaseguard.config import load_config
+
+    proc = phaseguard("config", "show", "quick", "train.epochs=2", "attack.eps=8/255")
+    assert proc.returncode == 0, proc.stderr
+    shown = yaml.safe_load(proc.stdout)
+    assert shown == load_config("quick", ["train.epochs=2", "attack.eps=8/255"]).to_dict()
+    assert shown["train"]["epochs"] == 2 and shown["imports"] == []
+
+
+def test_presets_and_studies_are_listed_and_an_unknown_preset_is_one_line(tmp_path):
+    from phaseguard.config import preset_names
+
+    presets = phaseguard("list", "presets").stdout.split()
+    assert presets == preset_names() and "quick" in presets
+    assert phaseguard("list", "studies").stdout.split() == ["full", "small"]
+    proc = phaseguard("train", "quik", "--out", tmp_path / "run")
+    assert_one_line_error(proc, "'quik' is neither a config file nor a preset", *presets)
+    assert not (tmp_path / "run").exists()
+
+
 def test_eval_writes_json_table_and_robustbench_entry(tiny_run, tmp_path):
+    run = tmp_path / "run"  # a copy: eval writes into the run's TensorBoard
+    shutil.copytree(tiny_run, run)
     out = tmp_path / "eval.json"
-    proc = phaseguard(
-        "eval", tiny_run, "--attacks", "natural,fgsm,pgd20,cw", "--n", "120", "--out", out
-    )
+    proc = phaseguard("eval", run, "--attacks", "natural,fgsm,pgd20,cw", "--n", "120", "--out", out)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     attacks = report["attacks"]
@@ -53,10 +98,17 @@ def test_eval_writes_json_table_and_robustbench_entry(tiny_run, tmp_path):
     assert worst <= min(a["correct"] for a in attacks.values())
     assert all(check["passed"] for check in report["sanity"]), report["sanity"]
     rb = report["robustbench"]
-    assert rb["clean_acc"] == pytest.approx(100 * attacks["natural"]["accuracy"], abs=0.01)
-    assert rb["eps"] == pytest.approx(0.1) and rb["threat_model"] == "Linf"
+    assert rb["clean_acc"] == f"{100 * attacks['natural']['accuracy']:.2f}"
+    assert rb["eps"] == "0.1" and report["norm"] == "linf"
     assert rb["dataset"] == "fashion-mnist" and rb["architecture"] == "smallcnn"
     assert "worst case" in proc.stdout and "[ok] attack at eps=0 equals clean" in proc.stdout
+    # the run's TensorBoard holds the accuracies at the evaluated checkpoint's epoch
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    epoch = load_checkpoint(run / "checkpoints" / "best.pt")["epoch"]
+    pgd20 = [(e.step, e.value) for e in events.Scalars("eval/pgd20")]
+    assert (epoch, pytest.approx(attacks["pgd20"]["accuracy"])) in pgd20
+    assert "eval/worst_case" in events.Tags()["scalars"]
 
 
 def test_export_to_safetensors_gives_the_same_model(tiny_run, tmp_path):

@@ -1,43 +1,95 @@
-"""Configuration: YAML files, typed overrides, unknown keys named."""
+"""Configuration: presets and YAML files, typed overrides, unknown keys named."""
 
 from pathlib import Path
 
 import pytest
+import yaml
 
-from phaseguard.config import Config, config_from_dict, load_config
+from phaseguard.config import (
+    PRESETS_DIR,
+    Config,
+    config_from_dict,
+    load_config,
+    preset_names,
+    resolve_config,
+)
 from phaseguard.errors import ConfigError
 from phaseguard.methods import method_options
-from phaseguard.study import load_study
+from phaseguard.study import load_study, resolve_study, study_preset_names
 
-CONFIG_DIR = Path(__file__).parent.parent / "configs"
-STUDY_DIR = CONFIG_DIR / "study"  # study files: another format, read by load_study
-RUN_CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if STUDY_DIR not in p.parents)
-STUDIES = sorted(STUDY_DIR.glob("*.yaml"))
+PRESETS = preset_names()
+STUDIES = study_preset_names()
 
 
-def _name(path: Path) -> str:
-    return path.relative_to(CONFIG_DIR).as_posix()
+def test_the_shipped_presets_are_found():
+    assert {"quick", "small/fashion_mnist_dat", "paper/cifar10_resnet18_dat"} <= set(PRESETS)
+    assert len(PRESETS) == len(list(PRESETS_DIR.rglob("*.yaml"))) - len(STUDIES)
+    assert STUDIES == ["full", "small"]
 
 
-def test_the_shipped_configs_are_found():
-    expected = {"quick.yaml", "small/fashion_mnist_dat.yaml", "paper/cifar10_resnet18_dat.yaml"}
-    assert expected <= {_name(p) for p in RUN_CONFIGS}
-    assert {"small.yaml", "full.yaml"} <= {p.name for p in STUDIES}
-
-
-@pytest.mark.parametrize("path", RUN_CONFIGS, ids=_name)
-def test_every_shipped_config_loads_and_its_method_options_validate(path):
-    cfg = load_config(path)
-    assert isinstance(cfg, Config)
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_loads_by_name_and_its_method_options_validate(name):
+    cfg = load_config(name)
+    assert cfg == load_config(PRESETS_DIR / f"{name}.yaml")
     method_options(cfg.method)
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=_name)
-def test_every_shipped_study_loads_and_its_runs_method_options_validate(path):
-    spec = load_study(path)
+def test_the_quick_preset_is_the_small_dat_protocol_on_10k_images():
+    quick, small = load_config("quick"), load_config("small/fashion_mnist_dat")
+    assert quick.data.train_size == 10_000 and small.data.train_size == 12_000
+    assert quick.method["name"] == "dat" and quick.model == small.model
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_study_preset_loads_and_its_runs_method_options_validate(name):
+    spec = load_study(resolve_study(preset=name))
     assert spec.runs
     for run in spec.runs:
         method_options(run.load().method)
+
+
+def test_a_users_file_bases_on_a_preset_by_name_or_on_a_file_by_relative_path(tmp_path):
+    (tmp_path / "sub").mkdir()
+    mine = tmp_path / "sub" / "mine.yml"
+    mine.write_text("base: quick\ntrain:\n  epochs: 2\n")
+    cfg = load_config(mine)
+    assert cfg.train.epochs == 2 and cfg.data.train_size == 10_000
+    assert cfg.method == load_config("quick").method
+    child = tmp_path / "child.yaml"
+    child.write_text("base: sub/mine.yml\ndata:\n  train_size: 512\n")
+    cfg = load_config(str(child))
+    assert cfg.train.epochs == 2 and cfg.data.train_size == 512
+
+
+def test_a_string_is_a_file_when_it_ends_in_yaml_or_exists_else_a_preset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config("quick") == PRESETS_DIR / "quick.yaml"
+    assert resolve_config("paper/cifar10_resnet18_dat") == PRESETS_DIR / "paper" / (
+        "cifar10_resnet18_dat.yaml"
+    )
+    assert resolve_config("quick.yaml") == Path("quick.yaml")  # a file, even if missing
+    Path("quick").write_text(yaml.safe_dump({"train": {"epochs": 4}}))
+    assert resolve_config("quick") == Path("quick")  # an existing file wins over the preset
+    assert load_config("quick").train.epochs == 4
+    with pytest.raises(ConfigError, match="cannot read config quick.yaml"):
+        load_config("quick.yaml")
+
+
+def test_an_unknown_preset_is_one_line_listing_the_presets(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config("quik")
+    message = str(info.value)
+    assert "'quik' is neither a config file nor a preset" in message and "\n" not in message
+    assert all(name in message for name in PRESETS)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: no_such_preset\n")
+    with pytest.raises(ConfigError, match="'no_such_preset' is neither"):
+        load_config(bad)
+    bad.write_text("base: [quick]\n")
+    with pytest.raises(ConfigError, match="base must be a preset name or a file"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="'study/small' is neither"):  # not a training config
+        load_config("study/small")
 
 
 def test_a_retired_key_of_an_earlier_run_config_is_ignored():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -95,6 +96,11 @@ def test_study_continues_where_it_stopped(finished_study):
     assert {r.root.name: r.checkpoint("last").stat().st_mtime_ns for r in runs} == stamps
     assert runs[1].eval_json.is_file()
     assert runs[2].eval_json.stat().st_mtime_ns == evaluated
+    # one line per step: skipped ones say so, the one run again says when it starts and ends
+    assert len(lines) == 3 * len(runs) + 1
+    assert "[2/5] pgd_at_s1: train (done)" in lines and "[3/5] dat_s0: eval (done)" in lines
+    at = lines.index("[2/5] pgd_at_s1: eval started")
+    assert re.fullmatch(r"\[2/5\] pgd_at_s1: eval finished in \d+ s", lines[at + 1])
 
 
 def test_a_killed_study_resumes_its_training_from_the_checkpoint(tmp_path):
@@ -143,3 +149,23 @@ def test_study_presets_and_cli_errors(tmp_path, capsys):
     bad.write_text("methods: {dat: missing.yaml}\n")
     assert main(["study", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_study_writes_its_summary_and_notes_the_figure(
+    finished_study, tmp_path
+):
+    """A study's hours of training are not lost to a missing optional extra at the end."""
+    _, out, summary = finished_study
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "summary.json").write_text(json.dumps(summary))
+    block = (
+        "import json, sys; sys.modules['matplotlib'] = None; "
+        "from phaseguard.study_summary import write_summary; "
+        f"write_summary(json.loads(open({str(copy / 'summary.json')!r}).read()), {str(copy)!r})"
+    )
+    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (copy / "study.json").is_file() and (copy / "summary.md").is_file()
+    assert not (copy / "study.png").exists()
+    assert "no study.png" in proc.stderr and "phaseguard[report]" in proc.stderr

@@ -3,8 +3,11 @@
 Contract of every attack in :mod:`phaseguard.attacks`:
 
 - Inputs: images ``x``, a float tensor [B, C, H, W] in [0, 1]; labels ``y``, int64 [B].
-- Output: ``x_adv`` with the shape, dtype and device of ``x``, in [0, 1] and inside the eps-ball
-  around ``x`` (linf: ``max |x_adv - x| <= eps``; l2: ``||x_adv - x||_2 <= eps`` per sample).
+- Device: the attack runs where the model's parameters are (as in torchattacks); ``x`` and ``y``
+  are moved there, the model never is (a model without parameters runs where ``x`` is).
+- Output: ``x_adv`` with the shape and dtype of ``x``, on the model's device, in [0, 1] and inside
+  the eps-ball around ``x`` (linf: ``max |x_adv - x| <= eps``; l2: ``||x_adv - x||_2 <= eps`` per
+  sample).
 - The model runs in eval mode during the attack (the BN branch of a split-BN model is left as the
   caller set it); every module's training flag is restored afterwards, exceptions included.
 - Parameters get no gradients: each parameter that required grad has ``requires_grad`` off during
@@ -27,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from phaseguard.errors import ConfigError, DataError
+from phaseguard.predict import model_device
 
 NORMS = ("linf", "l2")
 
@@ -131,6 +135,18 @@ def check_nonnegative(name: str, value: float) -> float:
     return float(value)
 
 
+def step_size(step: float | None, alpha: float | None, default: float) -> float:
+    """The step size given as ``step`` or as ``alpha`` (torchattacks' name), else ``default``.
+
+    Raises ConfigError when both are given.
+    """
+    if step is not None and alpha is not None:
+        raise ConfigError(f"give the step size once: step={step!r} or alpha={alpha!r}, not both")
+    if step is not None:
+        return step
+    return default if alpha is None else alpha
+
+
 def check_count(name: str, value: int, minimum: int) -> int:
     """Return ``value`` if it is an int >= ``minimum``; raise ConfigError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -178,7 +194,8 @@ class Attack:
         self.norm = check_norm(norm)
 
     def __call__(self, x: Tensor, y: Tensor, *, keep_graph_to_input: bool = False) -> Tensor:
-        """Attack the batch: x [B, C, H, W] in [0, 1], y int64 [B] -> x_adv like x, in the ball.
+        """Attack the batch: x [B, C, H, W] in [0, 1], y int64 [B] -> x_adv like x, in the ball,
+        on the model's device.
 
         With ``keep_graph_to_input=True`` the final projection onto the ball runs around the
         caller's (non-detached) ``x``, as in DAT's EAEG: gradients of a loss on x_adv reach x
@@ -195,6 +212,9 @@ class Attack:
         perturb: Callable[[Tensor, Tensor], Tensor],
     ) -> Tensor:
         check_batch(x, y)
+        device = model_device(self.model)
+        if device is not None:  # no copy when x and y are there already
+            x, y = x.to(device), y.to(device)
         with attack_mode(self.model):
             candidate = perturb(x.detach(), y)
         with torch.set_grad_enabled(keep_graph_to_input and torch.is_grad_enabled()):

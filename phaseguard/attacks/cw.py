@@ -1,4 +1,10 @@
-"""CW-inf: PGD on the Carlini-Wagner margin loss (the "CW" column of robustness tables)."""
+"""CW-inf: PGD on the Carlini-Wagner margin loss (the "CW" column of robustness tables).
+
+:class:`CWLinf` is not torchattacks' ``CW``, the L2 optimisation attack of Carlini & Wagner
+(Adam on a tanh-reparametrised image, a binary search over c); it is the L-inf variant the
+robustness literature reports as "CW": PGD steps on the CW margin inside the eps-ball. ``CW`` is
+kept as an alias of :class:`CWLinf` (the same class) for code written before the rename.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from torch import nn
 from phaseguard.attacks.pgd import PGD
 
 
-class CW(PGD):
+class CWLinf(PGD):
     """CW-inf: :class:`PGD` with ``loss="cw"``, ascending ``min(max_{j != y} z_j - z_y, kappa)``.
 
     Defaults follow the evaluation protocol: linf eps 8/255, step 2/255, 30 steps, random start.
@@ -15,24 +21,28 @@ class CW(PGD):
 
     Args:
         model: classifier, [B, C, H, W] in [0, 1] -> logits [B, classes].
-        eps, step, steps, random_start, restarts, norm: as in :class:`PGD`.
+        eps, step, steps, random_start, restarts, alpha, targeted: as in :class:`PGD`.
         kappa: confidence; the margin stops counting once a sample is misclassified by kappa.
+        norm: "linf" (CW-inf) or "l2" (PGD-L2 steps on the same margin).
 
-    Call: ``CW(model)(x, y)``, x [B, C, H, W] in [0, 1], y int64 [B] -> x_adv like x, in [0, 1]
-    and in the ball; model in eval mode during the attack and its mode restored; parameters get
-    no gradients.
+    Call: ``CWLinf(model)(x, y)``, x [B, C, H, W] in [0, 1], y int64 [B] -> x_adv like x, on the
+    model's device, in [0, 1] and in the ball; model in eval mode during the attack and its mode
+    restored; parameters get no gradients.
     """
 
     def __init__(
         self,
         model: nn.Module,
         eps: float = 8 / 255,
-        step: float = 2 / 255,
+        step: float | None = None,
         steps: int = 30,
         kappa: float = 0.0,
         random_start: bool = True,
         restarts: int = 1,
         norm: str = "linf",
+        *,
+        alpha: float | None = None,
+        targeted: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -44,4 +54,10 @@ class CW(PGD):
             restarts=restarts,
             loss="cw",
             kappa=kappa,
+            alpha=alpha,
+            targeted=targeted,
         )
+
+
+#: The former name of :class:`CWLinf` (the same class).
+CW = CWLinf

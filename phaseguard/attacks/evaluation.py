@@ -12,7 +12,9 @@ them with :func:`image_attack`).
 Built in, in protocol order (docs/dat.md section 9):
 
 - ``natural``: clean accuracy (the reference every attack is checked against).
-- ``fgsm``, ``pgd20``, ``pgd100``, ``cw``: the image attacks of :func:`build_attack`.
+- ``fgsm``, ``pgd20``, ``pgd100``, ``cw``: the image attacks of :func:`build_attack` (``cw`` is
+  :class:`~phaseguard.attacks.CWLinf`, PGD on the CW margin under the task's norm; its label
+  stays "CW", the column name of robustness tables).
 - ``aa``: AutoAttack (:func:`run_autoattack`), standard, or custom with ``EvalTask.aa_attacks``;
   resumable from ``EvalTask.aa_state``, its per-attack breakdown written to
   ``EvalTask.breakdown``. White-box as a whole; its black-box Square is checked through that
@@ -47,15 +49,22 @@ class EvalTask:
     """What an evaluation attack runs on.
 
     Attributes:
-        model: classifier, [B, C, H, W] in [0, 1] -> logits [B, classes], on ``device``.
-        x: images, uint8 [N, C, H, W] (0..255) or float in [0, 1], any device.
+        model: classifier, [B, C, H, W] in [0, 1] -> logits [B, classes]; it runs where its
+            parameters are and is never moved.
+        x: images, uint8 [N, C, H, W] (0..255) or float in [0, 1], any device (moved to the
+            model's one batch at a time).
         y: labels, int64 [N].
         eps: radius of the threat model; norm: "linf" or "l2".
-        batch_size: images per forward / attack call; device: where the model runs.
+        batch_size: images per forward / attack call.
+        device: None (the model's device) or that device named explicitly (another one is a
+            ConfigError, see :func:`~phaseguard.predict.run_device`).
         seed: seed of AutoAttack (the caller seeds torch's global RNG for the others).
         aa_state: AutoAttack's progress file (resumed when it exists), or None.
         aa_attacks: AutoAttack's custom version with these attacks, or None (standard).
         breakdown: filled by AutoAttack with {attack: images it was the first to break}.
+        progress: label of the progress bars the entry shows on stderr while it is a terminal
+            (None: no bar).
+        log: receives progress lines of long entries (AutoAttack: one per finished attack).
     """
 
     model: nn.Module
@@ -64,11 +73,13 @@ class EvalTask:
     eps: float
     norm: str = "linf"
     batch_size: int = 256
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device | None = None
     seed: int = 0
     aa_state: Path | None = None
     aa_attacks: list[str] | None = None
     breakdown: dict[str, int] = field(default_factory=dict)
+    progress: str | None = None
+    log: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,12 @@ def list_eval_attacks() -> list[str]:
 
 def _natural(task: EvalTask) -> Tensor:
     return predict_correct(
-        task.model, task.x, task.y, batch_size=task.batch_size, device=task.device
+        task.model,
+        task.x,
+        task.y,
+        batch_size=task.batch_size,
+        device=task.device,
+        progress=task.progress,
     )
 
 
@@ -134,6 +150,7 @@ def image_attack(name: str) -> Callable[[EvalTask], Tensor]:
             attack=attack,
             batch_size=task.batch_size,
             device=task.device,
+            progress=task.progress,
         )
 
     return run
@@ -153,6 +170,8 @@ def _autoattack(task: EvalTask) -> Tensor:
         breakdown=task.breakdown,
         version="custom" if task.aa_attacks else "standard",
         attacks=task.aa_attacks,
+        progress=task.progress is not None,
+        log=task.log,
     )
     return correct.cpu()
 

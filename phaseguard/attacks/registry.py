@@ -6,7 +6,7 @@ protocol's 8/255) and a random start:
 
 - ``fgsm``: RS-FGSM, step 1.25 * eps.
 - ``pgd20``, ``pgd100``: PGD on the cross-entropy, 20 / 100 steps.
-- ``cw``: CW-inf, PGD on the CW margin (kappa 0), 30 steps.
+- ``cw``: CW-inf (:class:`CWLinf`), PGD on the CW margin (kappa 0), 30 steps.
 
 These craft adversarial images. What ``phaseguard eval`` runs (these, the clean accuracy and
 AutoAttack, each scoring images as correct or not) is :mod:`phaseguard.attacks.evaluation`.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from torch import nn
 
 from phaseguard.attacks.base import Attack
-from phaseguard.attacks.cw import CW
+from phaseguard.attacks.cw import CWLinf
 from phaseguard.attacks.fgsm import FGSM
 from phaseguard.attacks.pgd import PGD
 from phaseguard.errors import ConfigError
@@ -57,7 +57,7 @@ def _pgd100(model: nn.Module, eps: float, norm: str) -> Attack:
 
 @ATTACKS.register("cw")
 def _cw(model: nn.Module, eps: float, norm: str) -> Attack:
-    return CW(model, eps, eps / 4, 30, norm=norm)
+    return CWLinf(model, eps, eps / 4, 30, norm=norm)
 
 
 def list_attacks() -> list[str]:

@@ -29,7 +29,7 @@ class TradesKL(PGD):
 
     Args:
         model: classifier, [B, C, H, W] in [0, 1] -> logits [B, classes].
-        eps, step, steps, norm: as in :class:`PGD` (TRADES: 8/255, 2/255, 10, "linf").
+        eps, step, steps, norm, alpha: as in :class:`PGD` (TRADES: 8/255, 2/255, 10, "linf").
         beta: weight of the KL term.
         ce_weight: weight of the cross-entropy term (0 for TRADES, 1 for DAT).
         label_smoothing: label smoothing of that cross-entropy (0.5 in DAT's CIFAR setting).
@@ -40,15 +40,17 @@ class TradesKL(PGD):
         self,
         model: nn.Module,
         eps: float = 8 / 255,
-        step: float = 2 / 255,
+        step: float | None = None,
         steps: int = 10,
         beta: float = 1.0,
         ce_weight: float = 0.0,
         label_smoothing: float = 0.0,
         init_std: float = 0.001,
         norm: str = "linf",
+        *,
+        alpha: float | None = None,
     ) -> None:
-        super().__init__(model, eps, step, steps, norm=norm)
+        super().__init__(model, eps, step, steps, norm=norm, alpha=alpha)
         self.beta = check_nonnegative("beta", beta)
         self.ce_weight = check_nonnegative("ce_weight", ce_weight)
         self.label_smoothing = check_nonnegative("label_smoothing", label_smoothing)
@@ -64,7 +66,8 @@ class TradesKL(PGD):
         target_logits: Tensor | None = None,
         keep_graph_to_input: bool = False,
     ) -> Tensor:
-        """x [B, C, H, W] in [0, 1], y int64 [B] -> x_adv like x, in [0, 1] and in the ball.
+        """x [B, C, H, W] in [0, 1], y int64 [B] -> x_adv like x, on the model's device, in
+        [0, 1] and in the ball.
 
         target_logits: optional clean logits f(x) [B, classes] (any float dtype, detached here)
             to skip the clean forward; they must come from the model in eval mode with the

@@ -1,12 +1,14 @@
 """``phaseguard report``: a self-contained HTML page (and its PNGs) for one run or several.
 
-Sections: training curves (``log.csv``), the evaluation table (``eval.json``), robust accuracy
-against eps (PGD-20 or another evaluation attack, cached in ``eps_curve.json``,
-:mod:`.eps_curve`), phase reliance
-(``analysis.json`` from ``phaseguard analyze``) and, for DAT runs, what the amplitude mix-up
-does to a few test images (:mod:`.dat_figure`). The PNGs lie next to the HTML file, named after
-it, and are referenced by relative paths; every text from a run is HTML-escaped. The page is
-put together in :mod:`.page`.
+Sections: the runs (configuration from ``config.yaml``, environment from ``eval.json``,
+:mod:`.summary`), training curves (``log.csv``), the evaluation table (``eval.json``), robust
+accuracy against eps (PGD-20 or another evaluation attack, cached in ``eps_curve.json``,
+:mod:`.eps_curve`), phase reliance (``analysis.json`` from ``phaseguard analyze``), for DAT runs
+what the amplitude mix-up does to a few test images (:mod:`.dat_figure`), and every sanity check
+of the evaluations. Each table of numbers says the checkpoint, epoch, n, norm and eps they were
+measured with. The PNGs lie next to the HTML file, named after it, and are referenced by
+relative paths; every text from a run is HTML-escaped. The page is put together in
+:mod:`.page`; the figures need matplotlib (the ``[report]`` extra, :func:`.plots.pyplot`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..errors import ConfigError, PhaseguardError
 from ..run_dir import RunDir
 from .eps_curve import DEFAULT_ATTACK
 from .page import render_page
+from .plots import pyplot
 
 
 def write_report(
@@ -51,6 +54,7 @@ def write_report(
             raise PhaseguardError(f"{run.root} is not a run folder (no {run.log_csv.name})")
     if eps_curve and eps_n < 1:
         raise ConfigError(f"eps_n must be a positive number of images, got {eps_n}")
+    pyplot()  # every report has figures: without matplotlib, say so before any attack runs
     device = torch.device(device)
     configs = [load_config(run.config) for run in runs]
     out = Path(out) if out else runs[0].root / "report.html"

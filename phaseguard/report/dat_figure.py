@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from math import pi
 from pathlib import Path
 
-import matplotlib
 import torch
 import yaml
 from torch import Tensor
@@ -24,14 +23,13 @@ from ..checkpoint import ModelMeta, load_checkpoint
 from ..config import config_from_dict
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
+from ..evaluation import robustbench_eps
 from ..loading import load_weights
 from ..methods.dat import DAT
 from ..predict import as_unit_float
 from ..run_dir import RunDir
 from ..training.step import load_trainable_weights
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .plots import pyplot
 
 
 @dataclass
@@ -116,7 +114,9 @@ def _image(t: Tensor) -> Tensor:
 def plot_dat_views(d: DATViews, out: Path) -> Path:
     """Write the figure (PNG ``out``): one column per image; rows x, log(1+|F(x)|), phase of x
     (both fftshift-ed, DC in the centre; channel 0 for RGB), distractor amplitude (channel 0,
-    one colour scale over the row, its range in the row label), x_hat with its lam, x_hat'."""
+    one colour scale over the row, its range in the row label), x_hat with its lam, x_hat';
+    the title names the checkpoint (last), its epoch, the number of images, EAEG's ball and
+    the seed."""
     v = d.views
     shifted_phase = torch.fft.fftshift(v["phase"], dim=(-2, -1))
     distractor = v["distractor"][:, 0]
@@ -139,6 +139,7 @@ def plot_dat_views(d: DATViews, out: Path) -> Path:
         ("x_hat' (EAEG)", lambda i: _image(v["x_hat_adv"][i]), dict(cmap="gray", vmin=0, vmax=1)),
     ]
     k = len(d.x)
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), k, figsize=(1.5 * k + 1.0, 1.5 * len(rows)), squeeze=False)
     for r, (label, picture, style) in enumerate(rows):
         for i in range(k):
@@ -152,6 +153,11 @@ def plot_dat_views(d: DATViews, out: Path) -> Path:
                 ax.set_title(d.classes[int(d.y[i])], fontsize=8)
             if label == "x_hat (mixed)":
                 ax.set_xlabel(f"lam = {float(v['lam'][i]):.2f}", fontsize=8)
+    fig.suptitle(
+        f"last checkpoint, epoch {d.epoch}; first {k} test images; x_hat': EAEG, "
+        f"{d.norm} eps {robustbench_eps(d.eps)}; seed {d.seed}",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

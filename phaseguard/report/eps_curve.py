@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import torch
 from torch import nn
 
@@ -28,9 +27,7 @@ from ..data import Dataset, load_dataset
 from ..errors import ConfigError
 from ..loading import load_model
 from ..run_dir import RunDir
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .plots import pyplot
 
 #: The attack of the curve unless another is asked for.
 DEFAULT_ATTACK = "pgd20"
@@ -70,7 +67,7 @@ def robust_correct(
     norm: str = "linf",
     seed: int = 0,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     attack: str = DEFAULT_ATTACK,
 ) -> list[int]:
     """How many of the images x (uint8 [N, C, H, W], or float in [0, 1]) with labels y (int64
@@ -81,7 +78,7 @@ def robust_correct(
     counts = []
     for radius in eps:
         torch.manual_seed(seed)
-        task = EvalTask(model, x, y, radius, norm, batch_size, torch.device(device), seed)
+        task = EvalTask(model, x, y, radius, norm, batch_size, device, seed)
         counts.append(int(run(task).sum()))
     return counts
 
@@ -172,8 +169,10 @@ def run_eps_curve(
 
 
 def plot_eps_curves(curves: dict[str, EpsCurve], out: Path) -> Path:
-    """One line per run (label -> curve): robust accuracy (%) against eps, the y axis named
-    after the curves' attack(s); writes PNG ``out``."""
+    """One line per run (label -> curve, its checkpoint, epoch and n in the legend): robust
+    accuracy (%) against eps (the x axis names the norm), the y axis named after the curves'
+    attack(s); writes PNG ``out``."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     palette = plt.cm.tab20.colors if len(curves) > 10 else plt.cm.tab10.colors  # no repeats
     for i, (label, c) in enumerate(curves.items()):
@@ -183,9 +182,9 @@ def plot_eps_curves(curves: dict[str, EpsCurve], out: Path) -> Path:
             marker="o",
             markersize=3,
             color=palette[i % len(palette)],
-            label=f"{label} ({c.norm}, n={c.n})",
+            label=f"{label} ({Path(c.checkpoint).stem}, epoch {c.epoch}, n={c.n})",
         )
-    ax.set_xlabel("eps")
+    ax.set_xlabel(f"eps ({' / '.join(dict.fromkeys(c.norm for c in curves.values()))})")
     attacks = dict.fromkeys(eval_attack(c.attack).label for c in curves.values())
     ax.set_ylabel(f"{' / '.join(attacks)} accuracy (%)")
     ax.set_title("robust accuracy against eps")

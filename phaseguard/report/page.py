@@ -1,5 +1,7 @@
-"""The report's HTML page, section by section: training curves, evaluation table, robust
-accuracy against eps, phase reliance and the DAT figure. Sections that need a plot write its PNG
+"""The report's HTML page, section by section: the runs (configuration and environment),
+training curves, evaluation table with its sanity checks, robust accuracy against eps, phase
+reliance and the DAT figure. Every table of measurements starts with what they were measured on
+(:data:`CONTEXT`: checkpoint, epoch, n, norm, eps). Sections that need a plot write its PNG
 next to the page; every text from a run is HTML-escaped.
 """
 
@@ -8,8 +10,10 @@ from __future__ import annotations
 import functools
 import html
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,12 +21,14 @@ from ..attacks import eval_attack
 from ..config import Config
 from ..data import load_dataset
 from ..errors import ConfigError
+from ..evaluation import robustbench_eps
 from ..methods.dat import DAT
 from ..run_dir import RunDir
 from ..training.logger import read_log
 from .dat_figure import dat_views, plot_dat_views
 from .eps_curve import EPS_MULTIPLES, plot_eps_curves, run_eps_curve
 from .plots import plot_training_curves
+from .summary import checkpoint_name, config_summary, environment
 
 #: ``analysis.json`` fields shown in the phase-reliance table: key, header, is an accuracy.
 PHASE_COLUMNS = [
@@ -33,9 +39,10 @@ PHASE_COLUMNS = [
     ("foreign_amplitude_robust", "foreign amplitude, robust", True),
     ("foreign_phase_robust", "foreign phase, robust", True),
     ("phase_reliance", "phase reliance", False),
-    ("n", "n", False),
-    ("eps", "eps", False),
 ]
+#: What every table of measurements says first: the checkpoint file (best or last), the epoch
+#: it holds, the number of test images and the threat model.
+CONTEXT = ("checkpoint", "epoch", "n", "norm", "eps")
 
 _e = html.escape
 
@@ -61,30 +68,201 @@ def _img(png: Path, alt: str) -> str:
     return f'<img src="{_e(png.name)}" alt="{_e(alt)}" style="max-width:100%">'
 
 
-def _eval_rows(runs: list[RunDir], labels: list[str]) -> str:
-    """The evaluation table from each run's ``eval.json``, failed sanity checks as warnings."""
-    evals = {
-        label: json.loads(r.eval_json.read_text())
-        for r, label in zip(runs, labels)
-        if r.eval_json.is_file()
-    }
-    if not evals:
-        return "<p>No evaluation yet: run <code>phaseguard eval RUN_DIR</code>.</p>"
-    attacks = list(dict.fromkeys(a for e in evals.values() for a in e["attacks"]))
-    head = "".join(f"<th>{_e(a)}</th>" for a in [*attacks, "worst case"])
-    body = []
-    for label, e in evals.items():
-        cells = [e["attacks"].get(a, {}).get("accuracy") for a in attacks]
+def _read_json(path: Path) -> dict[str, Any] | str | None:
+    """The object in JSON file ``path``; None when there is no such file; a string saying why
+    when it cannot be read or holds no JSON object."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"unreadable {path.name} ({exc})"
+    return data if isinstance(data, dict) else f"{path.name} holds no JSON object"
+
+
+def _field(value: object) -> str | None:
+    """A text or integer field (an epoch, a number of images) as text, None for anything else
+    (what a JSON file does not record, or records as null)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    return None
+
+
+def _header(*titles: str) -> str:
+    """A header row: "run", the :data:`CONTEXT` columns, then ``titles``."""
+    return "<tr>" + "".join(f"<th>{_e(t)}</th>" for t in ("run", *CONTEXT, *titles)) + "</tr>"
+
+
+def _context(
+    label: str, checkpoint: object, epoch: object, n: object, norm: object, eps: object
+) -> str:
+    """The start of a table row: the run, then the :data:`CONTEXT` cells ("-" where the file
+    does not record one)."""
+    values = [_field(v) for v in (checkpoint, epoch, n, norm)]
+    values.append(
+        robustbench_eps(eps) if isinstance(eps, int | float) and not isinstance(eps, bool) else None
+    )
+    cells = "".join(f"<td>{'-' if v is None else _e(v)}</td>" for v in values)
+    return f"<tr><th>{_e(label)}</th>{cells}"
+
+
+def _recorded_context(label: str, result: dict[str, Any]) -> str:
+    """:func:`_context` from what ``eval.json`` and ``analysis.json`` record: ``n``, ``norm``,
+    ``eps`` and, in ``info``, the checkpoint file (``source``) and its ``epoch``."""
+    info = result.get("info")
+    info = info if isinstance(info, dict) else {}
+    return _context(
+        label,
+        checkpoint_name(info.get("source")),
+        info.get("epoch"),
+        result.get("n"),
+        result.get("norm"),
+        result.get("eps"),
+    )
+
+
+def _checks(e: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sanity checks an ``eval.json`` records (name, passed, detail)."""
+    sanity = e.get("sanity")
+    return [c for c in sanity if isinstance(c, dict)] if isinstance(sanity, list) else []
+
+
+def _eval_section(evals: dict[str, dict[str, Any] | str | None]) -> str:
+    """The evaluation table from each run's ``eval.json`` (label -> what :func:`_read_json`
+    gave) with how many sanity checks passed; each failed check as a warning under its run."""
+    found = {label: e for label, e in evals.items() if isinstance(e, dict)}
+    notes = "".join(
+        f'<p class="warn">{_e(label)}: {_e(e)}</p>'
+        for label, e in evals.items()
+        if isinstance(e, str)
+    )
+    if not found:
+        return notes + "<p>No evaluation yet: run <code>phaseguard eval RUN_DIR</code>.</p>"
+    results = {label: e.get("attacks") or {} for label, e in found.items()}
+    attacks = list(dict.fromkeys(a for r in results.values() for a in r))
+    rows = []
+    for label, e in found.items():
+        cells = [(results[label].get(a) or {}).get("accuracy") for a in attacks]
         cells.append((e.get("worst_case") or {}).get("accuracy"))
-        tds = "".join("<td>-</td>" if c is None else f"<td>{100 * c:.2f}%</td>" for c in cells)
-        body.append(f"<tr><th>{_e(label)}</th>{tds}</tr>")
-        warnings = [s for s in e.get("sanity", []) if not s["passed"]]
-        for s in warnings:
-            body.append(
-                f'<tr><td colspan="{len(attacks) + 2}" class="warn">warning ({_e(label)}):'
-                f" {_e(s['name'])}: {_e(s['detail'])}</td></tr>"
+        tds = "".join(f"<td>{_number(c, True)}</td>" for c in cells)
+        checks = _checks(e)
+        failed = [c for c in checks if not c.get("passed")]
+        if not checks:
+            verdict = "<td>-</td>"
+        elif failed:
+            verdict = f'<td class="warn">{len(failed)} of {len(checks)} failed</td>'
+        else:
+            verdict = f'<td class="ok">{len(checks)} of {len(checks)} passed</td>'
+        rows.append(f"{_recorded_context(label, e)}{tds}{verdict}</tr>")
+        rows += [
+            f'<tr><td colspan="{len(CONTEXT) + len(attacks) + 3}" class="warn">warning '
+            f"({_e(label)}): {_e(str(c.get('name')))}: {_e(str(c.get('detail')))}</td></tr>"
+            for c in failed
+        ]
+    return (
+        f"<table>{_header(*attacks, 'worst case', 'sanity checks')}{''.join(rows)}</table>"
+        "<p>Accuracy under each attack on the first n test images, eval mode, main BN branch, "
+        "fp32; worst case: the images that withstood every attack. Each check is listed under "
+        f"Sanity checks at the end of the page.</p>{notes}"
+    )
+
+
+def _sanity_section(evals: dict[str, dict[str, Any] | str | None]) -> str:
+    """Every sanity check of each run's ``eval.json``, passed and failed, with its detail."""
+    rows = []
+    for label, e in evals.items():
+        checks = _checks(e) if isinstance(e, dict) else []
+        for i, c in enumerate(checks):
+            head = f'<th rowspan="{len(checks)}">{_e(label)}</th>' if i == 0 else ""
+            verdict = (
+                '<td class="text ok">passed</td>'
+                if c.get("passed")
+                else '<td class="warn">FAILED</td>'
             )
-    return f"<table><tr><th>run</th>{head}</tr>{''.join(body)}</table>"
+            rows.append(
+                f'<tr>{head}{verdict}<td class="text">{_e(str(c.get("name")))}</td>'
+                f'<td class="text">{_e(str(c.get("detail")))}</td></tr>'
+            )
+    if not rows:
+        return "<p>No sanity checks: they come with <code>phaseguard eval RUN_DIR</code>.</p>"
+    return (
+        '<table><tr><th>run</th><th class="text">result</th><th class="text">check</th>'
+        f'<th class="text">detail</th></tr>{"".join(rows)}</table>'
+        "<p>Computed by <code>phaseguard eval</code> from the attacks it ran (the evaluation "
+        "table's checkpoint and n): a failed check is a sign of a broken evaluation or of "
+        "gradient masking.</p>"
+    )
+
+
+def _unknown_environment(evaluation: dict[str, Any] | str | None) -> str:
+    """Why a run's environment is unknown, from what :func:`_read_json` gave for its
+    ``eval.json``."""
+    if evaluation is None:
+        return "unknown: no eval.json"
+    if isinstance(evaluation, str):
+        return "unknown: unreadable eval.json"
+    return "unknown: eval.json records none"
+
+
+def _runs_section(
+    labels: list[str], configs: list[Config], evals: dict[str, dict[str, Any] | str | None]
+) -> str:
+    """A column per run: its configuration summary, then the environment its ``eval.json``
+    records (or that it is unknown)."""
+    summaries = [config_summary(cfg) for cfg in configs]
+    rows = [(key, [s[key] for s in summaries]) for key in summaries[0]]
+    envs = {label: environment(e) if isinstance(e, dict) else None for label, e in evals.items()}
+    keys = list(dict.fromkeys(k for env in envs.values() if env for k in env))
+    unknown = {label: _unknown_environment(e) for label, e in evals.items()}
+    if keys:
+        rows += [
+            (f"environment: {k}", [(envs[label] or {}).get(k, unknown[label]) for label in labels])
+            for k in keys
+        ]
+    else:
+        rows.append(("environment", [unknown[label] for label in labels]))
+    head = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    body = "".join(
+        f"<tr><th>{_e(key)}</th>"
+        + "".join(f'<td class="text">{_e(v)}</td>' for v in values)
+        + "</tr>"
+        for key, values in rows
+    )
+    return (
+        f'<div class="wide"><table class="runs"><tr><th></th>{head}</tr>{body}</table></div>'
+        "<p>From each run's <code>config.yaml</code> (method options with their defaults); the "
+        "environment is that of <code>phaseguard eval</code>, as <code>eval.json</code> records "
+        "it.</p>"
+    )
+
+
+def _training_section(
+    runs: list[RunDir], labels: list[str], configs: list[Config], out: Path
+) -> str:
+    """The training curves from each run's ``log.csv`` and what their validation measured."""
+    logs = [read_log(r.log_csv) for r in runs]
+    png = plot_training_curves(dict(zip(labels, logs)), out.with_name(out.stem + "_curves.png"))
+    rows = []
+    for label, cfg, log in zip(labels, configs, logs):
+        epochs = [int(r["epoch"]) for r in log if "epoch" in r]
+        span = None  # the epochs logged: "1-5", or "1" after one
+        if epochs:
+            span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+        per_class = f"{cfg.data.val_per_class} per class"
+        a = cfg.attack
+        rows.append(
+            f"{_context(label, 'each epoch', span, per_class, a.norm, a.eps)}"
+            f"<td>PGD-{cfg.train.val_attack_steps}, step {robustbench_eps(a.step)}</td></tr>"
+        )
+    return (
+        f"{_img(png, 'training curves')}"
+        f"<table>{_header('validation attack')}{''.join(rows)}</table>"
+        "<p>Training loss: the mean over each epoch's batches. Validation accuracies: measured "
+        "after each epoch on n images held out of the training split (not the test images of "
+        "the tables below), with the weights the epoch ended with (the averaged ones when "
+        "weight averaging is on). The best checkpoint is the epoch of highest validation PGD "
+        "accuracy.</p>"
+    )
 
 
 def _eps_section(
@@ -112,28 +290,29 @@ def _eps_section(
         )
         curves[label] = c
         cells = "".join(f"<td>{100 * a:.1f}%</td>" for a in c.accuracy)
-        rows.append(
-            f"<tr><th>{_e(label)}</th><td>{_e(c.norm)} {cfg.attack.eps:g}</td><td>{c.n}</td>"
-            f"<td>{_e(c.checkpoint)} (epoch {c.epoch})</td>{cells}</tr>"
+        context = _context(
+            label, checkpoint_name(c.checkpoint), c.epoch, c.n, c.norm, cfg.attack.eps
         )
+        rows.append(f"{context}{cells}</tr>")
     if not curves:
         return "".join(notes) + _eps_howto(attack)
     png = plot_eps_curves(curves, out.with_name(out.stem + "_eps.png"))
-    head = "".join(f"<th>{m:g} eps</th>" for m in EPS_MULTIPLES)
     return (
         f"{_img(png, 'robust accuracy against eps')}"
-        f"<p>{_e(eval_attack(attack).label)} (seed {seed}) on the first n test "
-        "images, eval mode, main BN branch, at multiples of each run's training eps; cached in "
+        f"<table>{_header(*(f'{m:g} x eps' for m in EPS_MULTIPLES))}{''.join(rows)}</table>"
+        f"<p>{_e(eval_attack(attack).label)} (seed {seed}) on the first n test images, eval "
+        "mode, main BN branch, fp32, at multiples of each run's training eps (the eps column). "
+        "At 0 x eps it is the clean accuracy on those n images: the evaluation table's natural "
+        "accuracy where n and the checkpoint are the same. Cached in "
         "<code>RUN_DIR/eps_curve.json</code> and recomputed when a setting or the checkpoint "
-        "changes.</p>"
-        f"<table><tr><th>run</th><th>training eps</th><th>n</th><th>checkpoint</th>{head}</tr>"
-        f"{''.join(rows)}</table>{''.join(notes)}"
+        f"changes.</p>{''.join(notes)}"
     )
 
 
 def _number(value: object, accuracy: bool) -> str:
-    """A table cell's text: a percentage, another number, or "-" for anything else."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A table cell's text: a percentage, another number, or "-" for anything else (NaN, an
+    accuracy of no images, included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return "-"
     return f"{100 * value:.2f}%" if accuracy else f"{value:.4g}"
 
@@ -142,28 +321,29 @@ def _phase_section(runs: list[RunDir], labels: list[str]) -> str:
     """The phase-reliance table from each run's ``analysis.json``, or how to produce it."""
     rows, missing = [], []
     for run, label in zip(runs, labels):
-        try:
-            analysis = json.loads(run.analysis_json.read_text())
-        except FileNotFoundError:
+        analysis = _read_json(run.analysis_json)
+        if analysis is None:
             missing.append((label, run))
             continue
-        except (OSError, ValueError) as exc:
+        if isinstance(analysis, str):
             rows.append(
-                f'<tr><th>{_e(label)}</th><td colspan="{len(PHASE_COLUMNS)}" '
-                f'class="warn">unreadable analysis.json ({_e(str(exc))})</td></tr>'
+                f'<tr><th>{_e(label)}</th><td colspan="{len(CONTEXT) + len(PHASE_COLUMNS) + 1}" '
+                f'class="warn">{_e(analysis)}</td></tr>'
             )
             continue
-        if not isinstance(analysis, dict):
-            analysis = {}
+        attack = analysis.get("attack")
         cells = "".join(
             f"<td>{_number(analysis.get(key), accuracy)}</td>" for key, _, accuracy in PHASE_COLUMNS
         )
-        rows.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
+        rows.append(
+            f"{_recorded_context(label, analysis)}"
+            f"<td>{_e(attack) if isinstance(attack, str) else '-'}</td>{cells}</tr>"
+        )
     parts = []
     if rows:
-        head = "".join(f"<th>{_e(title)}</th>" for _, title, _ in PHASE_COLUMNS)
+        head = _header("attack", *(title for _, title, _ in PHASE_COLUMNS))
         parts.append(
-            f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
+            f"<table>{head}{''.join(rows)}</table>"
             "<p>Accuracy on cross-class hybrids: <em>foreign amplitude</em> keeps the image's "
             "phase and takes another class's amplitude (scored by the phase's label), "
             "<em>foreign phase</em> the reverse (scored by the amplitude's label); phase "
@@ -203,10 +383,12 @@ def _dat_section(
             continue
         png = plot_dat_views(d, out.with_name(f"{out.stem}_dat{i}.png"))
         channel = "" if d.x.shape[1] == 1 else " Spectra and A_G: channel 0 (red) of the RGB image."
-        ball = f"{d.norm} eps {d.eps:g}"
+        ball = f"{d.norm} eps {robustbench_eps(d.eps)}"
         parts.append(
-            f"{_img(png, f'DAT views of {label}')}<p>Last checkpoint (epoch {d.epoch}), first "
-            f"{len(d.x)} test images, seed {d.seed}, no crop/flip. Rows: the image x; its "
+            f"<table>{_header('seed')}"
+            f"{_context(label, 'last', d.epoch, len(d.x), d.norm, d.eps)}<td>{d.seed}</td></tr>"
+            f"</table>{_img(png, f'DAT views of {label}')}<p>The first n test images, no "
+            "crop/flip; eps is the ball of EAEG, x_hat's attack. Rows: the image x; its "
             "amplitude log(1+|F(x)|), fftshift-ed (DC in the centre); its phase angle(F(x)), "
             "fftshift-ed for display; "
             + (
@@ -240,10 +422,8 @@ def render_page(
     ``out`` (named after it); arguments as in :func:`phaseguard.report.write_report`."""
     labels = _labels(runs)
     dataset = functools.cache(load_dataset)
-    curves = plot_training_curves(
-        {label: read_log(r.log_csv) for r, label in zip(runs, labels)},
-        out.with_name(out.stem + "_curves.png"),
-    )
+    evals = {label: _read_json(r.eval_json) for r, label in zip(runs, labels)}
+    training = _training_section(runs, labels, configs, out)
     if eps_curve:
         eps = _eps_section(
             runs, labels, configs, out, eps_n, seed, device, dataset, log, eps_attack
@@ -256,12 +436,16 @@ def render_page(
 <html><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:80em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-.warn{{color:#a40;text-align:left}}</style></head><body>
+.text,.runs th{{text-align:left}}.runs td{{min-width:14em;max-width:40em}}
+.runs th{{white-space:nowrap}}.wide{{overflow-x:auto}}
+.ok{{color:#070}}.warn{{color:#a40;text-align:left}}p{{max-width:60em}}</style></head><body>
 <h1>{_e(title)}</h1>
-<h2>Training</h2>{_img(curves, "training curves")}
-<h2>Evaluation</h2>{_eval_rows(runs, labels)}
+<h2>Runs</h2>{_runs_section(labels, configs, evals)}
+<h2>Training</h2>{training}
+<h2>Evaluation</h2>{_eval_section(evals)}
 <h2>Robust accuracy against eps</h2>{eps}
 <h2>Phase reliance</h2>{_phase_section(runs, labels)}
 <h2>DAT: amplitude mix-up and its adversarial example</h2>{dat}
+<h2>Sanity checks</h2>{_sanity_section(evals)}
 </body></html>
 """

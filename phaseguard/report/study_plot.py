@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .plots import pyplot
 
 
 def _bars(ax, groups: dict[str, dict[str, dict]], columns: list[tuple[str, str]], title: str):
@@ -46,6 +44,7 @@ def plot_study(
     panels.append((methods, phase_columns, "phase reliance (hybrid images)"))
     if ablations:
         panels.append((ablations, attack_columns, "DAT ablations (one seed)"))
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6))
     for ax, (groups, columns, title) in zip(np.atleast_1d(axes), panels):
         _bars(ax, groups, columns, title)

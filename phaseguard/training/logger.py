@@ -1,22 +1,79 @@
-"""Per-epoch metrics to a CSV file and to TensorBoard (only the main rank writes)."""
+"""Per-epoch metrics to a CSV file and to TensorBoard (only the main rank writes).
+
+``log.csv`` keeps flat column names (``train_loss``, ``val_robust_acc``, ``lr``, ...); TensorBoard
+gets the same scalars under grouped tags (:func:`tensorboard_tag`: ``train/loss``,
+``val/robust_acc``, ``lr``, ``speed/images_per_s``), and :func:`log_evaluation` adds a run's
+evaluation results as ``eval/<attack>``. TensorBoard is an optional dependency (the
+``[tensorboard]`` extra): without it the CSV is still written and one note line says why there
+are no TensorBoard logs.
+"""
 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PhaseguardError
+from ..extras import require
+from ..run_dir import RunDir
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+#: log.csv column prefixes that become TensorBoard groups (``train_loss`` -> ``train/loss``).
+TAG_GROUPS = ("train", "val")
+#: log.csv columns about throughput, grouped under ``speed/``.
+SPEED_COLUMNS = ("seconds", "images_per_s")
+
+
+def tensorboard_tag(column: str) -> str:
+    """The TensorBoard tag of a ``log.csv`` column: ``train_acc_adv`` -> ``train/acc_adv``,
+    ``val_clean_acc`` -> ``val/clean_acc``, ``images_per_s`` -> ``speed/images_per_s``; others
+    (``lr``) unchanged."""
+    group, _, name = column.partition("_")
+    if group in TAG_GROUPS and name:
+        return f"{group}/{name}"
+    if column in SPEED_COLUMNS:
+        return f"speed/{column}"
+    return column
+
+
+def tensorboard_writer(log_dir: Path) -> SummaryWriter | None:
+    """A ``SummaryWriter`` on ``log_dir``, or None (after one note line on stderr) when
+    TensorBoard is not installed."""
+    try:
+        require("tensorboard", "tensorboard", "TensorBoard logging")
+    except PhaseguardError as exc:
+        print(f"phaseguard: note: {exc} (TensorBoard logs skipped)", file=sys.stderr, flush=True)
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))
+
+
+def log_evaluation(run_dir: str | Path, results: dict[str, float], step: int) -> bool:
+    """Write evaluation results (attack name -> accuracy in [0, 1], e.g. ``{"pgd20": 0.52}``)
+    into the run's TensorBoard folder as ``eval/<name>`` at ``step`` (the evaluated epoch);
+    return False, after one note line, when TensorBoard is not installed."""
+    writer = tensorboard_writer(RunDir(Path(run_dir)).tensorboard)
+    if writer is None:
+        return False
+    for name, value in results.items():
+        writer.add_scalar(f"eval/{name}", value, step)
+    writer.close()
+    return True
 
 
 class RunLogger:
-    """Appends one row per epoch to ``csv_path``; mirrors the scalars to TensorBoard."""
+    """Appends one row per epoch to ``csv_path``; mirrors the scalars to TensorBoard under
+    grouped tags (:func:`tensorboard_tag`) when ``tensorboard_dir`` is given and TensorBoard is
+    installed."""
 
     def __init__(self, csv_path: Path, tensorboard_dir: Path | None = None) -> None:
         self.csv_path = csv_path
-        self._writer = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(tensorboard_dir))
+        self._writer = None if tensorboard_dir is None else tensorboard_writer(tensorboard_dir)
 
     def log(self, epoch: int, row: dict[str, Any]) -> None:
         row = {"epoch": epoch, **row}
@@ -34,7 +91,7 @@ class RunLogger:
         if self._writer is not None:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, int | float):
-                    self._writer.add_scalar(key, value, epoch)
+                    self._writer.add_scalar(tensorboard_tag(key), value, epoch)
             self._writer.flush()
 
     def restore(self, history: list[dict[str, Any]]) -> None:

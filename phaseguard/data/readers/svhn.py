@@ -1,15 +1,18 @@
-"""SVHN (cropped digits) from the official ``train_32x32.mat`` and ``test_32x32.mat``."""
+"""SVHN (cropped digits) from the official ``train_32x32.mat`` and ``test_32x32.mat``.
+
+Reading ``.mat`` files needs scipy, the ``svhn`` extra (``pip install 'phaseguard[svhn]'``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from phaseguard.data.dataset import Dataset, describe
 from phaseguard.data.locate import find_dataset
 from phaseguard.errors import DataError
+from phaseguard.extras import require
 
 _FILES = ("train_32x32.mat", "test_32x32.mat")
 
@@ -32,8 +35,9 @@ def _probe(place: Path) -> Path | None:
 
 def _read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 [N, 3, 32, 32] and labels int64 [N] in 0..9 of one .mat file."""
+    scipy_io = require("scipy.io", "svhn", "the SVHN reader")
     try:
-        mat = scipy.io.loadmat(path, variable_names=("X", "y"))
+        mat = scipy_io.loadmat(path, variable_names=("X", "y"))
     except Exception as error:  # scipy raises many types for corrupt files; all mean "unreadable"
         raise DataError(f"cannot read {path} (truncated or not a .mat file?): {error}") from error
     if "X" not in mat or "y" not in mat:
