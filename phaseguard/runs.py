@@ -18,7 +18,7 @@ from torch import Tensor
 from .analyze import PhaseReliance, analyze_phase_reliance
 from .build import resolve_device
 from .data import load_dataset
-from .errors import PhaseguardError
+from .errors import ConfigError
 from .evaluation import EvalReport, evaluate
 from .loading import LoadedModel, load_model
 from .training.logger import log_evaluation
@@ -62,6 +62,8 @@ def _setup(
     device: str,
     out: str | Path | None,
 ) -> _Setup:
+    if n is not None and n < 1:  # before anything loads
+        raise ConfigError(f"the number of test images must be at least 1, got {n}")
     dev = resolve_device(device)
     loaded = load_model(target, which=which, device=dev)
     cfg = loaded.config
@@ -145,8 +147,6 @@ def analyze_run(
     """Phase reliance of a run (see :mod:`phaseguard.analyze`) on its first ``n`` test images,
     at the run's eps and norm unless given; writes ``analysis.json``. ``log`` receives a line
     per finished pass; a progress bar per pass shows on stderr while it is a terminal."""
-    if n < 1:
-        raise PhaseguardError(f"n must be a positive number of images, got {n}")
     run = _setup(target, "analysis.json", n, eps, norm, batch_size, which, data_root, device, out)
     result = analyze_phase_reliance(
         run.loaded.model,

@@ -205,6 +205,14 @@ def test_unknown_attack_is_one_line(tiny_run):
     assert_one_line_error(phaseguard("eval", tiny_run, "--attacks", "pgd7"), "pgd7", "pgd20")
 
 
+@pytest.mark.parametrize("command", ["eval", "analyze"])
+@pytest.mark.parametrize("n", ["0", "-9990"])
+def test_a_number_of_images_below_one_is_one_line(tiny_run, tmp_path, command, n):
+    proc = phaseguard(command, tiny_run, "--n", n, "--out", tmp_path / "out.json")
+    assert_one_line_error(proc, f"at least 1, got {n}")
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_tiny_overrides_are_all_valid():
     from phaseguard.config import load_config
 
