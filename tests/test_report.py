@@ -150,6 +150,20 @@ def test_page_references_only_valid_pngs_next_to_it(report):
         assert_valid_png(report.parent / src)
 
 
+DAT_SECTION = "DAT: amplitude mix-up and its adversarial example"
+
+
+def test_dat_section_shows_what_the_distractor_did_each_epoch(runs, report):
+    page = report.read_text()
+    distractor = parse(section(page, DAT_SECTION)).tables[0]
+    assert distractor[0][-3:] == ["A_G mean", "A_G std", "A_G effect"]
+    logged = [
+        [f"{r[k]:.4f}" for k in ("train_ag_mean", "train_ag_std", "train_ag_effect")]
+        for r in read_log(runs[1] / "log.csv")
+    ]
+    assert [row[-3:] for row in distractor[1:]] == logged  # the DAT run's epochs only
+
+
 def test_dat_figure_appears_for_the_dat_run_only(report):
     page = report.read_text()
     assert "<h3>dat</h3>" in page and "<h3>pgd</h3>" not in page
@@ -191,8 +205,10 @@ def test_every_table_of_measurements_says_checkpoint_epoch_n_norm_and_eps(runs, 
         "PGD-2, step 0.05",
     ]
     assert training["dat"][2] == "1"
-    (dat_table,) = parse(section(page, "DAT: amplitude mix-up and its adversarial example")).tables
-    assert dat_table == [[*CONTEXT, "seed"], ["dat", "last", "1", "6", "linf", "0.1", "0"]]
+    distractor, figure = parse(section(page, DAT_SECTION)).tables
+    assert figure == [[*CONTEXT, "seed"], ["dat", "last", "1", "6", "linf", "0.1", "0"]]
+    assert distractor[0][: len(CONTEXT)] == CONTEXT
+    assert distractor[1][:6] == ["dat", "training", "1", "384", "linf", "0.1"]
 
 
 def test_page_leaks_no_nan_none_or_null(report):

@@ -357,6 +357,27 @@ def _phase_section(runs: list[RunDir], labels: list[str]) -> str:
     return "".join(parts)
 
 
+def _distractor_table(run: RunDir, label: str, cfg: Config) -> str:
+    """Per training epoch, what A_G did (log.csv's ``train_ag_*``); empty without them."""
+    logged = read_log(run.log_csv) if run.log_csv.is_file() else []
+    rows = [r for r in logged if "train_ag_effect" in r]
+    if not rows:
+        return ""
+    a, n = cfg.attack, cfg.data.train_size
+    body = "".join(
+        f"{_context(label, 'training', int(r['epoch']), n, a.norm, a.eps)}"
+        f"<td>{r['train_ag_mean']:.4f}</td><td>{r['train_ag_std']:.4f}</td>"
+        f"<td>{r['train_ag_effect']:.4f}</td></tr>"
+        for r in rows
+    )
+    return (
+        f"<table>{_header('A_G mean', 'A_G std', 'A_G effect')}{body}</table><p>Means over "
+        "each epoch's training batches (n: training images; docs/dat.md section 3). A_G effect: "
+        "the share of x_hat's change from x that A_G's variation causes, against its batch-mean "
+        "map; near 0, a constant amplitude map would give the same x_hat.</p>"
+    )
+
+
 def _dat_section(
     runs: list[RunDir],
     labels: list[str],
@@ -367,12 +388,13 @@ def _dat_section(
     images: int,
     seed: int,
 ) -> str:
-    """For each DAT run, the figure of its amplitude mix-up on ``images`` test images."""
+    """For each DAT run, what its distractor did during training and the figure of its
+    amplitude mix-up on ``images`` test images."""
     parts = []
     for i, (run, label, cfg) in enumerate(zip(runs, labels, configs)):
         if cfg.method["name"] != DAT.name:
             continue
-        parts.append(f"<h3>{_e(label)}</h3>")
+        parts.append(f"<h3>{_e(label)}</h3>{_distractor_table(run, label, cfg)}")
         if not run.has_checkpoint():
             parts.append("<p>No checkpoint yet.</p>")
             continue
