@@ -132,7 +132,7 @@ def test_generator_gets_gradient_and_its_step_increases_l_dat(batch):
 
     def regenerated(b, delta):
         torch.manual_seed(11)
-        x_hat = method.mixed_view(batch[0])
+        x_hat = method.views(batch[0])["x_hat"]
         return {**b, "x_hat": x_hat, "x_hat_adv": (x_hat + delta).clamp(0, 1)}
 
     b = run_prepare(method, batch, seed=7)

@@ -209,7 +209,7 @@ class DAT(Method):
 
     def views(self, x_raw: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """The amplitude mix-up of the raw images x_raw [B,C,H,W] in [0,1], step by step
-        (docs/dat.md section 3); what :meth:`mixed_view` and the report's DAT figure show.
+        (docs/dat.md section 3); what training and the report's DAT figure use.
 
         Returns ``amplitude`` |F(x_raw)|, fftshift-ed, and ``phase`` angle(F(x_raw)), unshifted
         (float32 [B,C,H,W], :func:`~phaseguard.spectrum.decompose`); ``distractor`` A_G, float32
@@ -236,11 +236,6 @@ class DAT(Method):
         if y is not None:
             out["x_hat_adv"] = self.attack_mixed(out["x_hat"], y)
         return out
-
-    def mixed_view(self, x_raw: Tensor) -> Tensor:
-        """x_hat: the raw image's phase with its amplitude mixed with a distractor, augmented
-        after recombination (docs/dat.md section 3). Keeps the graph to the generator."""
-        return self.views(x_raw)["x_hat"]
 
     def attack_mixed(self, x_hat: Tensor, y: Tensor) -> Tensor:
         """x_hat' = EAEG(x_hat) on the auxiliary BN branch: x_hat [B,C,H,W] in [0,1], y int64
