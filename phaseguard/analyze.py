@@ -10,7 +10,6 @@ clean and under an attack (PGD-20 by default) at the run's radius, and returns a
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from torch import Tensor, nn
 
 from .attacks import build_attack
 from .errors import DataError
+from .files import write_json
 from .predict import as_unit_float, predict_correct, run_device
 from .spectrum import decompose, recompose
 
@@ -109,7 +109,7 @@ class PhaseReliance:
         return {**asdict(self), "phase_reliance": self.phase_reliance}
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     def table(self) -> str:
         """A plain-text table: one row per kind of image, clean and attacked accuracy."""

@@ -7,14 +7,17 @@ status 2; nothing already written is lost.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
 from .config import Config, load_config, preset_label, preset_names
 from .cpu_memory import keep_freed_memory
-from .errors import PhaseguardError
+from .errors import Interrupted, PhaseguardError
 from .hardware import configure_threads
 from .user_modules import import_modules, recorded_imports
 
@@ -345,6 +348,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise Interrupted("", signum)
+
+
+def _stop_on_sigterm() -> signal.Handlers | None:
+    """Make SIGTERM stop a command as SIGINT does (an exception, so that writes in progress are
+    abandoned cleanly and the line says how to continue); returns the handler to restore, None
+    outside the main thread (where Python cannot handle signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
+
+
+#: Words in the name of a function that creates folders, writes files or reads them, and what
+#: :func:`_os_error_line` calls a failure inside it.
+_VERBS = (
+    (("mkdir", "makedirs"), "create folder"),
+    (("write", "save", "dump", "print_png", "replace", "touch", "lock"), "write"),
+    (("read", "load"), "read"),
+)
+#: Errors that only a write gives.
+_WRITE_ERRNOS = (errno.EFBIG, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+#: Locals that name the file a function works on, in the order they are trusted.
+_PATH_LOCALS = ("path", "out", "target", "file", "filename", "self")
+
+
+def _os_error_line(exc: OSError) -> str:
+    """A file-system failure as one line: ``cannot write|read|create folder|access FILE:
+    reason``.
+
+    The file is the one the error names (the destination of a rename); for an error that
+    names none (a ``write()`` that hit the file size limit or a full disk) the innermost
+    function of the traceback with a path in ``path``/``out``/... (``self`` of a pathlib
+    method). Write or read: the innermost function whose name says which, else the error."""
+    filename = exc.filename2 or exc.filename
+    verb = None
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first
+        name = frame.f_code.co_name.lower()
+        if verb is None:
+            verb = next((v for words, v in _VERBS if any(w in name for w in words)), None)
+        if filename is None:
+            for local in _PATH_LOCALS:
+                value = frame.f_locals.get(local)
+                if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+                    filename = value
+                    break
+    if verb is None:
+        verb = "write" if exc.errno in _WRITE_ERRNOS else "access"
+    where = os.fsdecode(filename) if isinstance(filename, str | bytes | os.PathLike) else "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot {verb} {where}: {reason}"
+
+
+def _ignore_file_size_signal() -> None:
+    """Ignore SIGXFSZ (a write past ``ulimit -f``), which kills the process by default: the
+    write then fails with EFBIG, which :func:`main` reports as one line."""
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -358,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         print("phaseguard: error: data download needs --root DIR", file=sys.stderr)
         return 2
     keep_freed_memory()
+    _ignore_file_size_signal()
+    previous = _stop_on_sigterm()
     try:
         configure_threads()  # the cores this process may use (training: train.threads wins)
         import_modules(args.imports)
@@ -365,12 +435,23 @@ def main(argv: list[str] | None = None) -> int:
     except PhaseguardError as exc:
         print(f"phaseguard: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("phaseguard: interrupted; the last checkpoint is intact", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through _terminate
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = str(exc) or (
+            f"stopped by {signal.Signals(signum).name}; every file written so far is intact "
+            "(run the same command again to continue)"
+        )
+        print(f"phaseguard: {what}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # stdout closed early (``phaseguard list presets | head``)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a read-only folder, a full disk, a file where a folder should be
+        print(f"phaseguard: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -29,3 +29,12 @@ class CheckpointError(PhaseguardError):
 
 class TrainingError(PhaseguardError):
     """Training cannot continue (for example the loss became NaN)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a command. The message says what is intact and how to go on;
+    ``signum`` is the signal (the CLI exits with 128 + signum, as a shell reports it)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -11,7 +11,6 @@ device: the images go there, the model is never moved.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from torch import nn
 
 from .attacks import NATURAL, PGD, EvalAttack, EvalTask, attack_mode, eval_attack
 from .attacks.autoattack import AA_BLACK_BOX
+from .files import write_json
 from .hardware import device_name
 from .predict import as_unit_float, predict_correct, run_device
 
@@ -118,7 +118,7 @@ class EvalReport:
         return d
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     def table(self) -> str:
         """A plain-text table of the results and the sanity checks."""
@@ -165,13 +165,18 @@ def _result(correct: torch.Tensor, seconds: float) -> AttackResult:
     return AttackResult(hits / n if n else float("nan"), hits, n, seconds)
 
 
-def _zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of images whose input gradient of the CE loss is exactly zero."""
+def _gradient_fractions(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Fractions of images whose input gradient of the CE loss is exactly zero, and whose
+    logits or input gradient hold a NaN or an infinity."""
     x = x.clone().requires_grad_(True)
     with attack_mode(model):
-        loss = F.cross_entropy(model(x).float(), y, reduction="sum")
+        logits = model(x).float()
+        loss = F.cross_entropy(logits, y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
-    return (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
+    grad, logits = grad.flatten(1), logits.detach()
+    nonfinite = ~(torch.isfinite(grad).all(1) & torch.isfinite(logits).all(1))
+    zero = (grad.abs().amax(1) == 0) & ~nonfinite
+    return zero.float().mean().item(), nonfinite.float().mean().item()
 
 
 def _black_box_check(label: str, broken: int, white_box: str) -> SanityCheck:
@@ -218,7 +223,8 @@ def sanity_checks(
     most the clean accuracy; PGD at eps 0 changes nothing; each attack scores at most its
     :class:`~phaseguard.attacks.Ceiling` (with slack when either is randomised); black-box
     attacks break nothing the white-box ones left correct (black-box entries, and AutoAttack's
-    black-box attacks); input gradients are not all zero. The model runs on its own device
+    black-box attacks); logits and input gradients are finite; input gradients are not all
+    zero. The model runs on its own device
     (``device``, when given, must be that one: :func:`~phaseguard.predict.run_device`).
     """
     device = run_device(model, device)
@@ -266,7 +272,15 @@ def sanity_checks(
             checks.append(_black_box_check(name.capitalize(), breakdown.get(name, 0), "APGD/FAB"))
     first = x[:batch_size].to(device)
     first = as_unit_float(first)
-    frac = _zero_gradient_fraction(model, first, y[:batch_size].to(device))
+    frac, broken = _gradient_fractions(model, first, y[:batch_size].to(device))
+    checks.append(
+        SanityCheck(
+            "logits and input gradients are finite",
+            broken == 0,
+            f"{100 * broken:.1f}% of images have a NaN or infinite logit or input gradient"
+            + (" (a broken model: its accuracies mean nothing)" if broken else ""),
+        )
+    )
     checks.append(
         SanityCheck(
             "input gradients are non-zero",

@@ -83,8 +83,8 @@ def predict_correct(
     moved to the model's device (``device`` must agree, see :func:`run_device`; the model is
     never moved) as float32 in [0, 1] and, with an attack, replaced by ``attack(xb, yb)``.
     ``progress``: the label of a progress bar over the images, shown while stderr is a terminal.
-    Returns bool [N] on the CPU. The model is put in eval mode for the forward and its mode
-    restored.
+    Returns bool [N] on the CPU; an image whose logits are not all finite counts as wrong. The
+    model is put in eval mode for the forward and its mode restored.
     """
     device = run_device(model, device)
     was_training = model.training
@@ -99,8 +99,32 @@ def predict_correct(
                 if attack is not None:
                     xb = attack(xb, yb)
                 with torch.no_grad():
-                    out.append((model(xb).argmax(1) == yb).cpu())
+                    logits = model(xb)
+                # a row with NaN or infinite logits has no prediction (argmax would pick the NaN)
+                out.append(((logits.argmax(1) == yb) & torch.isfinite(logits).all(1)).cpu())
                 bar.update(len(yb))
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def nonfinite_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> int:
+    """How many images of x (uint8 [N, C, H, W] or float in [0, 1]) get a NaN or infinite logit
+    from ``model`` in eval mode (its mode restored; run on its own device)."""
+    device = run_device(model, device)
+    was_training = model.training
+    model.eval()
+    bad = 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                logits = model(as_unit_float(x[start : start + batch_size].to(device)))
+                bad += int((~torch.isfinite(logits).all(1)).sum())
+    finally:
+        model.train(was_training)
+    return bad

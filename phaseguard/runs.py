@@ -20,7 +20,9 @@ from .build import resolve_device
 from .data import load_dataset
 from .errors import ConfigError
 from .evaluation import EvalReport, evaluate
-from .loading import LoadedModel, load_model
+from .fingerprint import weights_sha256
+from .loading import LoadedModel, load_model, resolve_checkpoint
+from .lock import folder_lock
 from .training.logger import log_evaluation
 
 
@@ -47,12 +49,12 @@ class _Setup:
             "architecture": cfg.model.name,
             "dataset": cfg.data.name,
             "method": cfg.method["name"],
+            "model_sha256": weights_sha256(self.loaded.model),
         }
 
 
 def _setup(
     target: str | Path,
-    name: str,
     n: int | None,
     eps: float | None,
     norm: str | None,
@@ -60,18 +62,19 @@ def _setup(
     which: str,
     data_root: str | None,
     device: str,
-    out: str | Path | None,
+    out: Path,
 ) -> _Setup:
     if n is not None and n < 1:  # before anything loads
         raise ConfigError(f"the number of test images must be at least 1, got {n}")
+    if eps is not None and not 0 <= eps <= 1:  # NaN fails too
+        raise ConfigError(f"eps must be in [0, 1] (images are in [0, 1]), got {eps}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"the batch size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     loaded = load_model(target, which=which, device=dev)
     cfg = loaded.config
     data = load_dataset(cfg.data.name, data_root or cfg.data.root)
     n = min(n or cfg.eval.n, len(data.y_test))
-    if out is None:
-        folder = Path(target) if Path(target).is_dir() else loaded.source.parent
-        out = folder / name
     return _Setup(
         loaded,
         dev,
@@ -80,8 +83,19 @@ def _setup(
         cfg.attack.eps if eps is None else eps,
         norm or cfg.attack.norm,
         batch_size or cfg.eval.batch_size,
-        Path(out),
+        out,
     )
+
+
+def _out_path(target: str | Path, name: str, out: str | Path | None, which: str) -> Path:
+    """Where the JSON goes: ``out``, else ``name`` in the run folder (or beside the file); a
+    missing ``target`` or an ``out`` that is a folder is an error before anything runs."""
+    source = resolve_checkpoint(target, which)
+    if out is None:
+        return (Path(target) if Path(target).is_dir() else source.parent) / name
+    if Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the file to write ({Path(out) / name})")
+    return Path(out)
 
 
 def evaluate_run(
@@ -100,33 +114,37 @@ def evaluate_run(
     log: Callable[[str], None] | None = None,
 ) -> tuple[EvalReport, Path]:
     """Evaluate a run under attack (defaults: the run's ``eval`` and ``attack`` sections) and
-    write ``eval.json``; AutoAttack's progress is kept in ``eval.aa_state.json`` beside it. A
+    write ``eval.json`` (its ``info.model_sha256`` fingerprints the evaluated weights), holding
+    the lock of the folder it goes to; AutoAttack's progress is kept in
+    ``eval.aa_state.json`` beside it and resumed only for the same weights and settings. A
     run folder's TensorBoard gets the accuracies as ``eval/<attack>`` at the checkpoint's epoch.
     The model is loaded onto ``device`` ("auto": CUDA when there is one). ``log`` receives a
     line per finished attack; a progress bar per attack shows on stderr while it is a
     terminal."""
-    run = _setup(target, "eval.json", n, eps, norm, batch_size, which, data_root, device, out)
-    report = evaluate(
-        run.loaded.model,
-        run.x,
-        run.y,
-        attacks or run.loaded.config.eval.attacks,
-        eps=run.eps,
-        norm=run.norm,
-        batch_size=run.batch_size,
-        device=run.device,
-        seed=seed,
-        aa_state=run.out.with_suffix(".aa_state.json"),
-        aa_attacks=aa_attacks,
-        info=run.info,
-        log=log,
-    )
-    report.write(run.out)
-    if (Path(target) / "config.yaml").is_file():  # a run folder: its TensorBoard gets them too
-        scores = {name: result.accuracy for name, result in report.attacks.items()}
-        if report.worst_case is not None:
-            scores["worst_case"] = report.worst_case.accuracy
-        log_evaluation(target, scores, step=run.loaded.epoch)
+    out = _out_path(target, "eval.json", out, which)
+    with folder_lock(out.parent):
+        run = _setup(target, n, eps, norm, batch_size, which, data_root, device, out)
+        report = evaluate(
+            run.loaded.model,
+            run.x,
+            run.y,
+            attacks or run.loaded.config.eval.attacks,
+            eps=run.eps,
+            norm=run.norm,
+            batch_size=run.batch_size,
+            device=run.device,
+            seed=seed,
+            aa_state=run.out.with_suffix(".aa_state.json"),
+            aa_attacks=aa_attacks,
+            info=run.info,
+            log=log,
+        )
+        report.write(run.out)
+        if (Path(target) / "config.yaml").is_file():  # a run folder: TensorBoard gets them too
+            scores = {name: result.accuracy for name, result in report.attacks.items()}
+            if report.worst_case is not None:
+                scores["worst_case"] = report.worst_case.accuracy
+            log_evaluation(target, scores, step=run.loaded.epoch)
     return report, run.out
 
 
@@ -147,19 +165,21 @@ def analyze_run(
     """Phase reliance of a run (see :mod:`phaseguard.analyze`) on its first ``n`` test images,
     at the run's eps and norm unless given; writes ``analysis.json``. ``log`` receives a line
     per finished pass; a progress bar per pass shows on stderr while it is a terminal."""
-    run = _setup(target, "analysis.json", n, eps, norm, batch_size, which, data_root, device, out)
-    result = analyze_phase_reliance(
-        run.loaded.model,
-        run.x,
-        run.y,
-        eps=run.eps,
-        norm=run.norm,
-        seed=seed,
-        batch_size=run.batch_size,
-        device=run.device,
-        attack=attack,
-        info=run.info,
-        log=log,
-    )
-    result.write(run.out)
+    out = _out_path(target, "analysis.json", out, which)
+    with folder_lock(out.parent):
+        run = _setup(target, n, eps, norm, batch_size, which, data_root, device, out)
+        result = analyze_phase_reliance(
+            run.loaded.model,
+            run.x,
+            run.y,
+            eps=run.eps,
+            norm=run.norm,
+            seed=seed,
+            batch_size=run.batch_size,
+            device=run.device,
+            attack=attack,
+            info=run.info,
+            log=log,
+        )
+        result.write(run.out)
     return result, run.out

@@ -14,7 +14,8 @@ evaluation::
     analyze: {n: 500}
 
 Every run lives in ``OUT/runs/LABEL`` and goes through train -> eval -> analyze; each step is
-skipped when its output is already there and newer than what it depends on, and an interrupted
+skipped when its output is already there for what it depends on (training: the epochs; eval and
+analyze: the weights of the best checkpoint, the number of images, the attacks), and an interrupted
 training resumes from its last checkpoint, so a study is continued by running the same command
 again; each step logs a line when it starts and one with its seconds when it ends. The summary
 (``study.json``, ``summary.md``, ``study.png``) is rebuilt from the run folders at the end: mean
@@ -25,19 +26,21 @@ and sample standard deviation over seeds per method, one row per ablation
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .attacks import eval_attack
-from .config import PRESETS_DIR, Config, load_config, resolve_config
-from .errors import ConfigError
+from .config import PRESETS_DIR, Config, load_config, load_yaml, resolve_config
+from .errors import ConfigError, Interrupted
+from .files import write_json
+from .fingerprint import weights_sha256
+from .lock import folder_lock
 from .run_dir import RunDir
-from .study_summary import read_timings, summarize, write_json, write_summary
+from .study_summary import read_timings, summarize, write_summary
 from .user_modules import import_modules
 
 STUDY_PRESETS_DIR = PRESETS_DIR / "study"
@@ -107,10 +110,7 @@ def load_study(
     file's own, ``imports`` (module names) into every run's config. Every run's config is
     loaded once here to catch errors early, and the modules it imports are imported."""
     path = Path(path)
-    try:
-        tree = _mapping(yaml.safe_load(path.read_text()), str(path))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML ({exc})") from None
+    tree = _mapping(load_yaml(path.read_bytes(), f"study {path}"), str(path))
     unknown = set(tree) - {"methods", "seeds", "overrides", "ablations", "eval", "analyze"}
     if unknown:
         raise ConfigError(f"{path}: unknown key '{sorted(unknown)[0]}'")
@@ -156,8 +156,18 @@ def load_study(
 
 
 # -- one run ---------------------------------------------------------------------------------
-def _newer(path: Path, than: Path) -> bool:
-    return path.is_file() and than.is_file() and path.stat().st_mtime >= than.stat().st_mtime
+def _measured(path: Path, run: RunDir, n: int) -> dict[str, Any] | None:
+    """The JSON at ``path`` (eval.json, analysis.json) when it measured the weights of the run's
+    best checkpoint on ``n`` images, else None (missing, unreadable or stale: measure again)."""
+    from .loading import load_model
+
+    try:
+        done = json.loads(path.read_text())
+        measured = done["info"]["model_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    best = weights_sha256(load_model(run.root, which="best", device="cpu").model)
+    return done if measured == best and done.get("n") == n else None
 
 
 def _trained(run: RunDir, cfg: Config) -> bool:
@@ -186,10 +196,8 @@ def _config(study_run: StudyRun, run: RunDir) -> Config:
 
 
 def _evaluated(run: RunDir, spec: StudySpec) -> bool:
-    if not _newer(run.eval_json, run.checkpoint("best")):
-        return False
-    done = json.loads(run.eval_json.read_text())
-    return done.get("n") == spec.eval_n and set(spec.eval_attacks) <= set(done["attacks"])
+    done = _measured(run.eval_json, run, spec.eval_n)
+    return done is not None and set(spec.eval_attacks) <= set(done.get("attacks", ()))
 
 
 def _steps(
@@ -214,7 +222,7 @@ def _steps(
         ),
         (
             "analyze",
-            lambda: _newer(run.analysis_json, run.checkpoint("best")),
+            lambda: _measured(run.analysis_json, run, spec.analyze_n) is not None,
             lambda: analyze_run(run.root, n=spec.analyze_n),
         ),
     ]
@@ -223,23 +231,40 @@ def _steps(
 def run_study(
     spec: StudySpec, out: str | Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Train, evaluate and analyze every run not yet done, then write and return the summary."""
+    """Train, evaluate and analyze every run not yet done, then write and return the summary,
+    holding the study folder's lock (:mod:`phaseguard.lock`) and each run folder's in turn.
+
+    Raises:
+        FolderLocked: another process is writing into ``out`` or one of its runs.
+        Interrupted: SIGINT or SIGTERM stopped it (the message says how to continue).
+    """
     out = Path(out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    timings = read_timings(out)
-    for i, study_run in enumerate(spec.runs, 1):
-        run = RunDir(out / "runs" / study_run.label)
-        for step, done, do in _steps(study_run, run, spec):
-            if done():  # a skipped step keeps the time it took when it ran
-                log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step} (done)")
-                continue
-            log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step} started")
-            start = time.perf_counter()
-            do()
-            seconds = round(time.perf_counter() - start, 1)
-            log(f"[{i}/{len(spec.runs)}] {study_run.label}: {step} finished in {seconds:.0f} s")
-            timings.setdefault(study_run.label, {})[step] = seconds
-            write_json(out / "timings.json", timings)
-    summary = summarize(spec, out)
-    write_summary(summary, out)
+    with folder_lock(out):
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        timings = read_timings(out)
+        for i, study_run in enumerate(spec.runs, 1):
+            run = RunDir(out / "runs" / study_run.label)
+            with folder_lock(run.root):
+                for step, done, do in _steps(study_run, run, spec):
+                    where = f"[{i}/{len(spec.runs)}] {study_run.label}: {step}"
+                    if done():  # a skipped step keeps the time it took when it ran
+                        log(f"{where} (done)")
+                        continue
+                    log(f"{where} started")
+                    start = time.perf_counter()
+                    try:
+                        do()
+                    except KeyboardInterrupt as exc:
+                        signum = getattr(exc, "signum", signal.SIGINT)
+                        raise Interrupted(
+                            f"study stopped by {signal.Signals(signum).name} in {where}; "
+                            "run the same command again to continue",
+                            signum,
+                        ) from None
+                    seconds = round(time.perf_counter() - start, 1)
+                    log(f"{where} finished in {seconds:.0f} s")
+                    timings.setdefault(study_run.label, {})[step] = seconds
+                    write_json(out / "timings.json", timings)
+        summary = summarize(spec, out)
+        write_summary(summary, out)
     return summary

@@ -7,7 +7,6 @@ columns) and ``study.png``.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .attacks import eval_attack
 from .extras import MissingExtraError
+from .files import read_json, write_json, write_text
+from .report.records import read_analysis, read_evaluation
 from .run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -29,17 +30,10 @@ PHASE_COLUMNS = [
 ]
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` as indented JSON, through a temporary file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def read_timings(out: Path) -> dict[str, dict[str, float]]:
     """The seconds per step of each run (``out/timings.json``; empty before the first step)."""
     path = out / "timings.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "study timings file") if path.is_file() else {}
 
 
 @dataclass
@@ -61,11 +55,10 @@ def _run_result(study_run: StudyRun, out: Path, timings: dict) -> RunResult:
         study_run.overrides,
         seconds=timings.get(run.root.name, {}),
     )
-    if run.eval_json.is_file():
-        attacks = json.loads(run.eval_json.read_text())["attacks"]
-        result.accuracy.update({k: v["accuracy"] for k, v in attacks.items()})
-    if run.analysis_json.is_file():
-        analysis = json.loads(run.analysis_json.read_text())
+    evaluation, analysis = read_evaluation(run.eval_json), read_analysis(run.analysis_json)
+    if evaluation is not None:
+        result.accuracy.update({k: v["accuracy"] for k, v in evaluation["attacks"].items()})
+    if analysis is not None:
         result.accuracy.update({k: analysis[k] for k, _ in PHASE_COLUMNS if k in analysis})
     return result
 
@@ -144,7 +137,7 @@ def write_summary(summary: dict[str, Any], out: str | Path) -> None:
 
     out = Path(out)
     write_json(out / "study.json", summary)
-    (out / "summary.md").write_text(summary_markdown(summary))
+    write_text(out / "summary.md", summary_markdown(summary))
     columns = attack_columns(summary["eval"]["attacks"])
     try:
         plot_study(summary, columns, PHASE_COLUMNS, out / "study.png")

@@ -11,8 +11,7 @@ import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
-import yaml
-
+from .config import load_yaml
 from .errors import ConfigError, PhaseguardError
 from .run_dir import RunDir
 
@@ -37,11 +36,8 @@ def recorded_imports(target: str | Path) -> list[str]:
     config = RunDir(root).config
     if not config.is_file():
         return []
-    try:
-        tree = yaml.safe_load(config.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config} is not valid YAML: {exc}") from None
+    tree = load_yaml(config.read_bytes(), f"config {config}")
     names = (tree.get("imports") or []) if isinstance(tree, dict) else []
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"{config}: imports must be a list of module names, got {names!r}")
+        raise ConfigError(f"{config}: imports must be a list of module names")
     return names

@@ -48,3 +48,18 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), out)
     return out
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault-injection suite's count (tests/hostile: one test per hostile case)."""
+    reports = [
+        r
+        for key in ("passed", "failed")
+        for r in terminalreporter.stats.get(key, [])
+        if r.when == "call" and "tests/hostile/" in r.nodeid.replace("\\", "/")
+    ]
+    if reports:
+        held = sum(r.passed for r in reports)
+        terminalreporter.write_line(
+            f"hostile cases (tests/hostile): {len(reports)} tried, {held} held"
+        )

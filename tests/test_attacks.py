@@ -31,7 +31,7 @@ from phaseguard.attacks import (
 )
 from phaseguard.attacks.pgd import cw_margin
 from phaseguard.data import load_dataset
-from phaseguard.errors import CheckpointError, ConfigError, DataError
+from phaseguard.errors import ConfigError, DataError
 from phaseguard.models import bn_branch, convert_split_bn, create_model
 from phaseguard.models.split_bn import SplitBatchNorm
 
@@ -484,10 +484,18 @@ def test_autoattack_resumes_from_its_state_file(
     finished = StopAfter(model, 0)  # a finished state needs no forward at all
     assert torch.equal(run_autoattack(finished, x, y, state_path=state, **options), expected)
 
-    with pytest.raises(CheckpointError, match="eps"):
-        run_autoattack(model, x, y, state_path=state, **{**options, "eps": 0.05})
-    with pytest.raises(CheckpointError, match="data_sha256"):
-        run_autoattack(model, x.flip(0), y.flip(0), state_path=state, **options)
+    # A state of other weights or settings is never returned: the run starts over.
+    retrained = copy.deepcopy(model)
+    with torch.no_grad():
+        next(retrained.parameters()).mul_(-1)
+    lines: list[str] = []
+    assert torch.equal(
+        run_autoattack(retrained, x, y, state_path=state, log=lines.append, **options),
+        run_autoattack(retrained, x, y, **options),
+    )
+    assert "another model_sha256" in lines[0] and lines[0].endswith("starting over")
+    run_autoattack(retrained, x[:8], y[:8], state_path=state, log=lines.append, **options)
+    assert "another n, data_sha256" in lines[-3]
 
 
 @pytest.mark.usefixtures("autoattack_installed")

@@ -7,9 +7,13 @@ import yaml
 
 from phaseguard.config import (
     PRESETS_DIR,
+    AttackConfig,
     Config,
+    OptimConfig,
+    TrainConfig,
     config_from_dict,
     load_config,
+    load_yaml,
     preset_names,
     resolve_config,
 )
@@ -158,3 +162,29 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_sections_check_their_values_for_python_callers_too():
+    """Building a section in Python runs the same checks as a config file: one ConfigError
+    naming the dotted key and the value; the edges that mean something stay valid."""
+    with pytest.raises(ConfigError, match=r"attack.eps=-0.5 must be a number in \[0, 1\]"):
+        AttackConfig(eps=-0.5)
+    with pytest.raises(ConfigError, match="train.batch_size=0 must be at least 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="optim.lr=nan must be a finite number >= 0"):
+        OptimConfig(lr=float("nan"))
+    assert AttackConfig(eps=0).eps == 0 and AttackConfig(norm="l2", eps=3.0).eps == 3.0
+    assert OptimConfig(lr=0, weight_decay=0).lr == 0
+
+
+def test_load_yaml_bounds_alias_expansion_and_keeps_plain_anchors():
+    """load_yaml keeps a few anchors and aliases (they are valid YAML), and refuses a document
+    whose aliases expand past MAX_CONFIG_VALUES, in one line naming what was read."""
+    tree = load_yaml("a: &m [1, 2]\nb: *m\n", "config x.yaml")
+    assert tree == {"a": [1, 2], "b": [1, 2]}
+    levels = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcd", "bcde")
+    ]  # 10**5 ones, just over the bound
+    with pytest.raises(ConfigError, match="config x.yaml: its aliases expand to more than") as e:
+        load_yaml("\n".join(levels), "config x.yaml")
+    assert "\n" not in str(e.value)

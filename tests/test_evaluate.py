@@ -83,6 +83,28 @@ def check(checks: list, name: str):
     return found
 
 
+class _NaNLogits(torch.nn.Module):
+    """A model whose weights went NaN: every logit is NaN (argmax would pick class 0)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * float("nan")
+
+
+def test_a_model_with_nan_logits_scores_zero_and_fails_the_finite_check(trained) -> None:
+    """NaN logits classify nothing (not the 10% argmax of NaN gives), and the sanity check
+    that logits and input gradients are finite says so."""
+    model, x, y = trained
+    report = evaluate(_NaNLogits(model), x, y, ["natural", "pgd20"], eps=EPS)
+    assert report.attacks["natural"].correct == 0 and report.attacks["pgd20"].correct == 0
+    finite = check(report.sanity, "logits and input gradients are finite")
+    assert not finite.passed and finite.detail.startswith("100.0% of images")
+    assert check(report.sanity, "input gradients are non-zero").passed  # not counted twice
+
+
 def test_evaluate_runs_the_registry_entries_with_the_same_seeding(trained) -> None:
     model, x, y = trained
     report = evaluate(model, x, y, ["natural", "pgd20", "pgd100"], eps=EPS)
@@ -98,6 +120,7 @@ def test_evaluate_runs_the_registry_entries_with_the_same_seeding(trained) -> No
         "pgd100 <= clean",
         "attack at eps=0 equals clean",
         "more PGD steps do not help the model",
+        "logits and input gradients are finite",
         "input gradients are non-zero",
     ]
     a100, a20 = report.attacks["pgd100"].correct, report.attacks["pgd20"].correct

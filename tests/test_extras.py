@@ -26,9 +26,8 @@ def test_the_svhn_reader_without_scipy_names_the_svhn_extra(tmp_path, monkeypatc
     scipy_io = pytest.importorskip("scipy.io")
     for split, n in (("train", 3), ("test", 2)):
         x = np.zeros((32, 32, 3, n), dtype=np.uint8)
-        scipy_io.savemat(
-            tmp_path / f"{split}_32x32.mat", {"X": x, "y": np.full((n, 1), 10, np.uint8)}
-        )
+        y = np.arange(1, n + 1, dtype=np.uint8)[:, None]  # SVHN labels are 1..10
+        scipy_io.savemat(tmp_path / f"{split}_32x32.mat", {"X": x, "y": y})
     assert len(load_dataset("svhn", tmp_path).y_test) == 2
     # as on an install without the extra: importing scipy fails
     for name in [m for m in sys.modules if m == "scipy" or m.startswith("scipy.")]:

@@ -23,9 +23,7 @@ returns which images stay correctly classified. What the adapter adds:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from phaseguard.attacks.base import attack_mode, check_batch, check_count, check_nonnegative
-from phaseguard.errors import CheckpointError, ConfigError
+from phaseguard.errors import ConfigError
+from phaseguard.files import write_text
+from phaseguard.fingerprint import tensors_sha256, weights_sha256
 from phaseguard.predict import progress_bar, run_device
 
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -60,6 +60,7 @@ class _Settings:
     attacks: list[str]
     seed: int
     data_sha256: str
+    model_sha256: str
 
 
 @dataclass
@@ -85,13 +86,15 @@ class _State:
             "next_index": self.next_index,
             "broken_by": self.broken_by,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(doc))
 
     @classmethod
-    def open(cls, path: Path | None, settings: _Settings) -> _State:
-        """The state saved at ``path`` if there is one, else a fresh state."""
+    def open(
+        cls, path: Path | None, settings: _Settings, log: Callable[[str], None] | None = None
+    ) -> _State:
+        """The state saved at ``path`` if it was written for ``settings``, else a fresh state
+        (a state of another model, other images or other settings, or an unreadable one, is
+        never reused; ``log`` is told why it starts over)."""
         if path is None or not path.exists():
             return cls(settings)
         try:
@@ -105,25 +108,15 @@ class _State:
                 saved, robust, tuple(doc["done"]), int(doc["next_index"]), dict(doc["broken_by"])
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"cannot resume AutoAttack from {path}: {exc}") from exc
-        if saved != settings:
-            diff = [
-                f"{k} {getattr(saved, k)!r} (now {v!r})"
-                for k, v in asdict(settings).items()
-                if getattr(saved, k) != v
-            ]
-            raise CheckpointError(
-                f"AutoAttack state {path} belongs to another evaluation: {'; '.join(diff)}; "
-                "delete it or pass another state_path"
-            )
-        return state
-
-
-def _fingerprint(x: Tensor, y: Tensor) -> str:
-    digest = hashlib.sha256()
-    digest.update(x.detach().float().cpu().contiguous().numpy().tobytes())
-    digest.update(y.cpu().numpy().tobytes())
-    return digest.hexdigest()
+            reason = f"it is unreadable ({exc})"
+        else:
+            if saved == settings:
+                return state
+            changed = [k for k, v in asdict(settings).items() if getattr(saved, k) != v]
+            reason = f"it was written for another {', '.join(changed)}"
+        if log is not None:
+            log(f"AutoAttack: not resuming from {path}: {reason}; starting over")
+        return cls(settings)
 
 
 def _check_options(norm: str, version: str, attacks: list[str] | None) -> str:
@@ -181,9 +174,9 @@ def run_autoattack(
             100 iterations for APGD-CE).
         attacks: for ``version="custom"``: names from ``AA_ATTACKS``, run in this order.
         batch_size: images per AutoAttack call.
-        state_path: JSON file that records the progress after every batch; if it exists, the
-            run resumes from it (it must have been written for the same images, labels, eps,
-            norm, version, attacks and seed, and for the same model, which is not checked).
+        state_path: JSON file that records the progress after every batch; if it exists and
+            was written for the same model weights, images, labels, eps, norm, version, attacks
+            and seed, the run resumes from it; otherwise it starts over (``log`` says why).
         seed: AutoAttack's seed (reset at every batch, as AutoAttack does).
         device: None (the model's device) or that device named explicitly.
         breakdown: if given, filled with {attack: images it was the first to break}, e.g. to
@@ -198,7 +191,6 @@ def run_autoattack(
     Raises:
         ConfigError: invalid option, ``device`` is not the model's, or ``pyautoattack`` is not
             installed.
-        CheckpointError: ``state_path`` is unreadable or belongs to another evaluation.
         DataError: x or y malformed (x must be a float batch in [0, 1]).
     """
     check_batch(x, y)
@@ -232,9 +224,10 @@ def run_autoattack(
             version,
             names,
             seed,
-            _fingerprint(x, y) if path is not None else "",
+            tensors_sha256(x.float(), y) if path is not None else "",
+            weights_sha256(model) if path is not None else "",
         )
-        state = _State.open(path, settings)
+        state = _State.open(path, settings, log)
         if state.robust is None:
             state.robust = _clean_flags(model, x, y, batch_size, device)
             state.save(path)

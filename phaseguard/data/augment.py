@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -33,3 +36,29 @@ def random_crop_flip(
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     channel = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def with_padding(augment: Callable[[Tensor], Tensor], padding: int) -> Callable[[Tensor], Tensor]:
+    """The crop/flip ``augment`` with its zero padding set to ``padding``, everything else shared.
+
+    ``augment`` is a method of an object that holds its crop's padding in an attribute
+    ``padding`` (:meth:`~phaseguard.data.BatchLoader.augment`). The result is that method on a
+    shallow copy of the object with ``padding`` replaced: the same flip setting, the same
+    on/off switch and the same random generator (the draws continue the original's stream,
+    three per sample as ever, offsets now in ``[0, 2 * padding]``); the object is not changed.
+
+    Raises:
+        TypeError: ``augment`` is not such a method.
+        ValueError: ``padding < 0``.
+    """
+    owner = getattr(augment, "__self__", None)
+    if not isinstance(getattr(owner, "padding", None), int):
+        raise TypeError(
+            f"{augment!r} is not the method of an augmentation with a 'padding' attribute "
+            "(such as BatchLoader.augment)"
+        )
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    other = copy.copy(owner)
+    other.padding = padding
+    return getattr(other, augment.__name__)

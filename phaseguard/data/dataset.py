@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,8 @@ class Dataset:
                 fail(f"x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
             if len(x) == 0:
                 fail(f"the {split} split is empty")
+            if x.shape[2] < 1 or x.shape[3] < 1:
+                fail(f"x_{split} images are {x.shape[2]}x{x.shape[3]} pixels; need at least 1x1")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             fail(
                 f"train images are {list(self.x_train.shape[1:])} "
@@ -103,11 +106,38 @@ class Dataset:
             bad = y[(y < 0) | (y >= self.num_classes)]
             if bad.numel():
                 fail(f"y_{split} contains label {int(bad[0])}, outside [0, {self.num_classes})")
+        if self.num_classes < 2:
+            fail(f"it has {self.num_classes} class; a classifier needs at least 2")
+        present = torch.unique(self.y_train)
+        if len(present) < 2:
+            fail(
+                f"every training label is {int(present[0])}; a classifier needs at least 2 "
+                "classes in y_train"
+            )
 
 
 def _tensor(array: np.ndarray) -> Tensor:
     """Share ``array``'s memory when it is contiguous and writable, else copy it."""
     return torch.from_numpy(np.require(array, requirements=("C", "W")))
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_fits_in_memory(nbytes: int, what: str) -> None:
+    """Raise :class:`DataError` if ``what`` (a file) would need more than this machine's
+    physical memory once read or decompressed: refuse it rather than swap until killed."""
+    memory = physical_memory()
+    if memory is not None and nbytes > memory:
+        raise DataError(
+            f"{what} would take {nbytes / 2**30:.1f} GiB in memory, more than this machine's "
+            f"{memory / 2**30:.1f} GiB (corrupt, or a decompression bomb?)"
+        )
 
 
 def describe(value: object) -> str:

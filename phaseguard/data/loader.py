@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from phaseguard.data.augment import random_crop_flip
+from phaseguard.errors import ConfigError
 
 
 class BatchLoader:
@@ -28,6 +29,9 @@ class BatchLoader:
     With ``yield_raw=True`` the batches come un-augmented and the caller applies
     :meth:`augment` itself, when it needs both views (DAT mixes amplitudes of the raw image and
     augments the result); the draws are the same generator's.
+
+    With ``augment``, a ``padding`` outside ``0..min(H, W)`` raises :class:`ConfigError`
+    naming ``data.padding`` (a larger one only pads with zeros, at a cost growing with it).
     """
 
     def __init__(
@@ -57,6 +61,11 @@ class BatchLoader:
             raise ValueError(
                 f"invalid batch_size={batch_size}, seed={seed}, rank={rank}, "
                 f"world_size={world_size}"
+            )
+        if augment and not 0 <= padding <= min(x.shape[2:]):
+            raise ConfigError(
+                f"data.padding={padding} must be in 0..{min(x.shape[2:])} for "
+                f"{x.shape[2]}x{x.shape[3]} images"
             )
         self.device = torch.device(device)
         self.x = x.to(self.device)

@@ -69,7 +69,13 @@ def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
 
     Raises:
         DataError: unknown name (the message lists the known ones), or the files are missing
-            or malformed.
+            or malformed, or the reader's dataset fails :meth:`Dataset.validate`.
     """
     reader = DATASETS.get(name).reader
-    return reader(None if root is None else Path(root).expanduser())
+    dataset = reader(None if root is None else Path(root).expanduser())
+    if not isinstance(dataset, Dataset):
+        raise DataError(
+            f"the reader of dataset '{name}' returned a {type(dataset).__name__}, not a Dataset"
+        )
+    dataset.validate(root)  # a registered reader may build its Dataset without checking it
+    return dataset

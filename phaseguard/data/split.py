@@ -24,7 +24,7 @@ def split_validation(y: Tensor, per_class: int, seed: int) -> tuple[Tensor, Tens
         label, count = int(labels[short][0]), int(counts[short][0])
         raise DataError(
             f"class {label} has {count} images; a validation split of {per_class} per class "
-            f"needs at least {per_class + 1}"
+            f"(data.val_per_class) needs at least {per_class + 1}"
         )
     generator = torch.Generator().manual_seed(seed)
     shuffled = torch.randperm(len(y), generator=generator)

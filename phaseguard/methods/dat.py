@@ -6,6 +6,7 @@ One iteration (``generator_update: sequential``, the reference order)::
     x' = EAEG(x, main)                                 x: the augmented benign view
     A, P = decompose(x_raw); logits = f(x_raw)         eval mode, main branch, no graph
     x_hat = augment(recompose(mix(G(z, logits), A, lam), P))     lam ~ U(0, mix_max)
+                                                       crop padding: mixed_padding if set
     x_hat' = EAEG(x_hat, aux)                          projected around x_hat: keeps a path to G
     classifier: minimise L_DAT with x_hat, x_hat' detached          (trainer's optimiser step)
     generator:  maximise L_DAT through x_hat and x_hat' with the updated classifier
@@ -36,7 +37,7 @@ descending L_DAT while the generator ascends it through a gradient reversal at x
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +47,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..attacks import TradesKL, frozen_parameters
+from ..data.augment import with_padding
+from ..errors import ConfigError
 from ..generator import AmplitudeGenerator
 from ..models import bn_branch
 from ..spectrum import decompose, mix_amplitude, recompose
@@ -59,7 +62,7 @@ from .registry import register_method
 class DATOptions:
     """DAT's options; defaults: the reference code's CIFAR settings (docs/dat.md sections 2-8)."""
 
-    label_smoothing: float = 0.5  # of the CE terms (0 for Tiny-ImageNet in the reference)
+    label_smoothing: float = 0.5  # of L_DAT's CE terms (0 for Tiny-ImageNet in the reference)
     beta: float = 15.0  # weight of the KL term of L_AT (and of the EAEG objective)
     omega: float = 2.0  # weight of the JS term between p(x) and p(x_hat)
     mix_max: float = 1.0  # lam ~ U(0, mix_max); the paper's appendix: 0.8 CIFAR-10, 0.6 CIFAR-100
@@ -71,6 +74,12 @@ class DATOptions:
     eaeg_eps: float | None = None  # EAEG ball radius (None: attack.eps)
     eaeg_step: float | None = None  # EAEG step (None: attack.step)
     eaeg_steps: int = 5  # EAEG steps K
+    # label smoothing of the EAEG's CE (None: label_smoothing); the reference's Tiny-ImageNet
+    # script trains with 0.5 and attacks with 0
+    eaeg_label_smoothing: float | None = None
+    # zero padding of x_hat's random crop (None: the training augmentation's, data.padding);
+    # the reference crops x_hat with padding 3 on CIFAR while x uses 4
+    mixed_padding: int | None = None
     generator_update: Literal["sequential", "joint"] = "sequential"
     reference_bn_updates: bool = False  # generator step updates BN running stats as reference
     # the paper's ablations
@@ -166,6 +175,11 @@ class DAT(Method):
     def __init__(self, ctx: MethodContext, options: DATOptions) -> None:
         super().__init__(ctx, options)
         o, a = options, ctx.attack_config
+        if o.eaeg_label_smoothing is not None and not 0 <= o.eaeg_label_smoothing <= 1:
+            raise ConfigError(
+                f"method.eaeg_label_smoothing={o.eaeg_label_smoothing!r} must lie in [0, 1] "
+                "(or be null: the training loss's label_smoothing)"
+            )
         self.aux = "aux" if self.wants_split_bn(o) else "main"
         self.eaeg = TradesKL(
             ctx.model,
@@ -174,9 +188,12 @@ class DAT(Method):
             steps=o.eaeg_steps,
             beta=o.beta,
             ce_weight=1.0,
-            label_smoothing=o.label_smoothing,
+            label_smoothing=(
+                o.label_smoothing if o.eaeg_label_smoothing is None else o.eaeg_label_smoothing
+            ),
             norm=a.norm,
         )
+        self._mixed_augmentation()  # an unusable mixed_padding fails here, not mid-training
         self.uses_generator = o.mixed_branch and o.mixup and o.amplitude == "generator"
         # built even where unused, so that the random stream does not depend on the options
         self.generator = Trainable(
@@ -192,6 +209,33 @@ class DAT(Method):
 
     def trainables(self) -> dict[str, Trainable]:
         return {"generator": self.generator} if self.uses_generator else {}
+
+    def _mixed_augmentation(self) -> Callable[[Tensor], Tensor]:
+        """x_hat's crop/flip: ``ctx.augment``, with its padding replaced by ``mixed_padding``
+        when that is set (:func:`~phaseguard.data.augment.with_padding`: the draws continue
+        the same generator's stream). Without an augmentation (the context's default identity)
+        there is no crop to pad: x_hat is not augmented either.
+
+        Raises:
+            ConfigError: ``mixed_padding`` is outside ``0..min(H, W)``, or set while
+                ``ctx.augment`` is an augmentation whose padding cannot be replaced (not a
+                method of an object with a ``padding`` attribute, such as
+                :meth:`~phaseguard.data.BatchLoader.augment`)."""
+        padding, augment = self.options.mixed_padding, self.ctx.augment
+        if padding is None:
+            return augment
+        largest = min(self.ctx.image_shape[1:])
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= largest:
+            raise ConfigError(
+                f"method.mixed_padding={padding!r} must be an integer in 0..{largest} "
+                "(or null: the training augmentation's padding)"
+            )
+        if augment is MethodContext.augment:
+            return augment
+        try:
+            return with_padding(augment, padding)
+        except TypeError as e:
+            raise ConfigError(f"method.mixed_padding={padding!r}: {e}") from None
 
     # -- batch ------------------------------------------------------------------------------
     def _distractor_amplitude(self, x_raw: Tensor) -> Tensor:
@@ -215,11 +259,11 @@ class DAT(Method):
         (float32 [B,C,H,W], :func:`~phaseguard.spectrum.decompose`); ``distractor`` A_G, float32
         [B,C,H,W] in (0,1): the generator's on the logits of x_raw (uniform noise with
         ``amplitude: random``); ``lam`` [B] in [0, mix_max); ``x_hat`` [B,C,H,W] in [0,1]:
-        ``recompose(lam * A_G + (1 - lam) * amplitude, phase)``, augmented, graph to the
-        generator kept; the 0-dim statistics of :func:`distractor_statistics` (``ag_mean``,
-        ``ag_std``, ``ag_effect``). With labels y (int64 [B]) also ``x_hat_adv``:
-        :meth:`attack_mixed`. Draws lam, then the generator's noise, from the global torch
-        generator.
+        ``recompose(lam * A_G + (1 - lam) * amplitude, phase)``, augmented (the training
+        crop/flip, its padding ``mixed_padding`` when set), graph to the generator kept; the
+        0-dim statistics of :func:`distractor_statistics` (``ag_mean``, ``ag_std``,
+        ``ag_effect``). With labels y (int64 [B]) also ``x_hat_adv``: :meth:`attack_mixed`.
+        Draws lam, then the generator's noise, from the global torch generator.
         """
         amplitude, phase = decompose(x_raw)
         lam = torch.rand(len(x_raw), device=x_raw.device) * self.options.mix_max
@@ -230,7 +274,7 @@ class DAT(Method):
             "phase": phase,
             "distractor": distractor,
             "lam": lam,
-            "x_hat": self.ctx.augment(mixed.to(x_raw.dtype)),
+            "x_hat": self._mixed_augmentation()(mixed.to(x_raw.dtype)),
             **distractor_statistics(x_raw, mixed, amplitude, phase, distractor, lam),
         }
         if y is not None:

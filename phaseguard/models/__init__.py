@@ -5,7 +5,7 @@ to logits [B, num_classes]. Build one with :func:`create_model`; see :func:`list
 """
 
 from phaseguard.models import resnet, smallcnn, wide_resnet  # noqa: F401  (register models)
-from phaseguard.models.layers import Normalize, NormalizedModel
+from phaseguard.models.layers import Normalize, NormalizedModel, check_input_size
 from phaseguard.models.registry import create_model, list_models, register_model
 from phaseguard.models.split_bn import (
     SplitBatchNorm,
@@ -20,6 +20,7 @@ __all__ = [
     "NormalizedModel",
     "SplitBatchNorm",
     "bn_branch",
+    "check_input_size",
     "convert_split_bn",
     "create_model",
     "has_split_bn",

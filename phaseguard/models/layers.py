@@ -98,3 +98,21 @@ def check_dropout(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise ModelError(f"dropout must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+def input_size_problem(name: str, need: int, size: Sequence[int]) -> str:
+    """The message for images of ``size`` (H, W) smaller than ``need`` x ``need``."""
+    h, w = (int(v) for v in size)
+    return f"model {name} needs images of at least {need}x{need} pixels; these are {h}x{w}"
+
+
+def check_input_size(model: nn.Module, image_shape: Sequence[int], name: str = "") -> None:
+    """Raise :class:`ModelError` if images of ``image_shape`` (``[C,] H, W``) are smaller than
+    ``model`` takes: the largest ``min_input_size`` its modules declare (1 when none does).
+
+    ``name`` (the registry name) is used in the message, else the class name.
+    """
+    need = max((getattr(m, "min_input_size", 1) for m in model.modules()), default=1)
+    size = tuple(image_shape)[-2:]
+    if min(size) < need:
+        raise ModelError(input_size_problem(name or type(model).__name__, need, size))

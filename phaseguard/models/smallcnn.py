@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from phaseguard.models.layers import check_positive_int, init_weights
+from phaseguard.errors import ModelError
+from phaseguard.models.layers import check_positive_int, init_weights, input_size_problem
 from phaseguard.models.registry import register_model
 
 
@@ -25,8 +26,11 @@ class SmallCNN(nn.Module):
     With w = 32: 278,890 parameters (1 input channel, 10 classes).
 
     Shapes: input [B, in_channels, H, W] with H, W >= 4 (28x28, 32x32, 64x64 ...); output
-    logits [B, num_classes].
+    logits [B, num_classes]. Smaller images raise :class:`ModelError`
+    (:func:`~phaseguard.models.check_input_size` says so before any forward).
     """
+
+    min_input_size = 4  # two 2x2 max-pools
 
     def __init__(self, num_classes: int, in_channels: int, width: int = 32) -> None:
         super().__init__()
@@ -45,6 +49,8 @@ class SmallCNN(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] < self.min_input_size or x.shape[-1] < self.min_input_size:
+            raise ModelError(input_size_problem("smallcnn", self.min_input_size, x.shape[-2:]))
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 

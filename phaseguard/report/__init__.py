@@ -9,10 +9,19 @@ of the evaluations. Each table of numbers says the checkpoint, epoch, n, norm an
 measured with. The PNGs lie next to the HTML file, named after it, and are referenced by
 relative paths; every text from a run is HTML-escaped. The page is put together in
 :mod:`.page`; the figures need matplotlib (the ``[report]`` extra, :func:`.plots.pyplot`).
+
+Every file of the runs the page shows is read and checked first (:mod:`.records`), and the
+page's folder is tried for writing, before any attack runs: a damaged file or a folder that
+cannot be written is one error naming it, not a traceback after minutes of attacks. The page
+and its PNGs are written atomically (a full disk leaves no torn file).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,10 +29,41 @@ import torch
 
 from ..config import load_config
 from ..errors import ConfigError, PhaseguardError
+from ..files import TMP_SUFFIX, write_text
 from ..run_dir import RunDir
 from .eps_curve import DEFAULT_ATTACK
 from .page import render_page
 from .plots import pyplot
+from .records import read_run_records
+
+
+def _check_run_folder(run: RunDir) -> None:
+    """PhaseguardError unless ``run`` is a folder with a ``log.csv``."""
+    try:
+        mode = run.root.stat().st_mode
+    except FileNotFoundError:
+        raise PhaseguardError(f"{run.root} is not a run folder (it does not exist)") from None
+    except OSError as exc:  # a symbolic link loop, a folder it may not enter
+        raise PhaseguardError(f"cannot read {run.root}: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise PhaseguardError(f"{run.root} is not a run folder (not a folder)")
+    if not os.path.lexists(run.log_csv):
+        raise PhaseguardError(f"{run.root} is not a run folder (no {run.log_csv.name})")
+
+
+def _check_writable(out: Path) -> None:
+    """Raise the ``OSError`` (naming ``out``) that writing the page would give, now: its folder
+    is created, and a file is created and removed in it."""
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    probe = out.with_name(f".{out.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        exc.filename, exc.filename2 = str(out), None
+        raise
+    probe.unlink()
 
 
 def write_report(
@@ -44,25 +84,30 @@ def write_report(
     attack ``eps_attack`` (PGD-20 by default) against eps on the first ``eps_n`` test images
     (ConfigError for an unknown attack). ``dat_images``: columns of the DAT figure; ``seed``: of the
     attacks and of the figure's lam and noise. ``log`` receives progress lines.
-    Raises PhaseguardError for a folder that is not a run.
+    Raises PhaseguardError for a folder that is not a run and for a damaged file of a run
+    (:mod:`.records`), OSError (naming the file) when a file cannot be read or written.
     """
     runs = [RunDir(Path(p)) for p in run_dirs]
     if not runs:
         raise PhaseguardError("no run folder given")
     for run in runs:
-        if not run.log_csv.is_file():
-            raise PhaseguardError(f"{run.root} is not a run folder (no {run.log_csv.name})")
+        _check_run_folder(run)
     if eps_curve and eps_n < 1:
         raise ConfigError(f"eps_n must be a positive number of images, got {eps_n}")
     pyplot()  # every report has figures: without matplotlib, say so before any attack runs
     device = torch.device(device)
     configs = [load_config(run.config) for run in runs]
+    records = [read_run_records(run) for run in runs]
     out = Path(out) if out else runs[0].root / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     page = render_page(
-        runs, configs, out, eps_curve, eps_n, device, dat_images, seed, log, eps_attack
+        runs, records, configs, out, eps_curve, eps_n, device, dat_images, seed, log, eps_attack
     )
-    out.write_text(page)
+    try:
+        write_text(out, page)
+    except OSError as exc:  # a full disk: named after the page, not its temporary file
+        exc.filename, exc.filename2 = str(out), None
+        raise
     return out
 
 

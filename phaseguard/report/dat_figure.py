@@ -15,21 +15,19 @@ from math import pi
 from pathlib import Path
 
 import torch
-import yaml
 from torch import Tensor
 
-from ..build import build_method, build_model
-from ..checkpoint import ModelMeta, load_checkpoint
-from ..config import config_from_dict
+from ..build import build_method
+from ..checkpoint import MODEL_FIELDS, ModelMeta, load_checkpoint
 from ..data import Dataset, load_dataset
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..evaluation import robustbench_eps
-from ..loading import load_weights
+from ..loading import build_from_checkpoint, load_weights
 from ..methods.dat import DAT
 from ..predict import as_unit_float
 from ..run_dir import RunDir
 from ..training.step import load_trainable_weights
-from .plots import pyplot
+from .plots import pyplot, save_figure
 
 
 @dataclass
@@ -71,13 +69,12 @@ def dat_views(
     if k < 2:
         raise ConfigError(f"the DAT figure needs at least 2 images, got {k}")
     source = RunDir(Path(run_dir)).checkpoint("last")
-    state = load_checkpoint(source, map_location=device)
-    cfg = config_from_dict(yaml.safe_load(state["config"]))
+    state = load_checkpoint(source, map_location=device, need=(*MODEL_FIELDS, "method"))
+    meta = ModelMeta.from_dict(state["meta"])  # checked by load_checkpoint
+    model, cfg = build_from_checkpoint(state["config"], meta, source)
     if cfg.method["name"] != DAT.name:
         raise ConfigError(f"{run_dir} is a {cfg.method['name']} run; the DAT figure needs DAT")
-    meta = ModelMeta.from_dict(state["meta"])
     device = torch.device(device)
-    model = build_model(cfg, meta.num_classes, meta.image_shape[0])
     load_weights(model, state["model"], source)
     model.to(device)
     method = build_method(cfg, model, meta.num_classes, meta.image_shape)  # no augmentation
@@ -85,7 +82,13 @@ def dat_views(
         raise ConfigError(f"{run_dir} trains DAT without the x_hat branch (EAEG only)")
     if not method.options.mixup:
         raise ConfigError(f"{run_dir} trains DAT without amplitude mix-up (x_hat = x)")
-    load_trainable_weights(method, state["method"])
+    try:
+        load_trainable_weights(method, state["method"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(
+            f"{source}: its DAT generator does not fit the one its config builds ({reason})"
+        ) from None
     if data is None:
         data = load_dataset(cfg.data.name, cfg.data.root)
     x = as_unit_float(data.x_test[:k]).to(device)
@@ -159,6 +162,5 @@ def plot_dat_views(d: DATViews, out: Path) -> Path:
         fontsize=8,
     )
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
     return out

@@ -25,9 +25,11 @@ from torch import nn
 from ..attacks import EvalTask, eval_attack
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
+from ..files import write_json
 from ..loading import load_model
+from ..lock import FolderLocked, folder_lock
 from ..run_dir import RunDir
-from .plots import pyplot
+from .plots import pyplot, save_figure
 
 #: The attack of the curve unless another is asked for.
 DEFAULT_ATTACK = "pgd20"
@@ -92,11 +94,19 @@ def _sha256(path: Path) -> str:
 
 
 def read_eps_curve(path: Path) -> EpsCurve | None:
-    """The curve cached in ``path``, or None when it is missing or not a readable cache."""
+    """The curve cached in ``path``, or None when it is missing or not a readable cache (not
+    JSON, other fields, accuracies that are not one number per eps): it is then recomputed."""
     try:
-        return EpsCurve(**json.loads(path.read_text()))
+        curve = EpsCurve(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    lists = (curve.eps, curve.accuracy, curve.correct)
+    if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
+        return None
+    numbers = [*curve.eps, *curve.accuracy, *curve.correct]
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in numbers):
+        return None
+    return curve
 
 
 def run_eps_curve(
@@ -164,7 +174,15 @@ def run_eps_curve(
     )
     curve.accuracy = [c / n for c in curve.correct]
     curve.seconds = time.perf_counter() - start
-    run.eps_curve_json.write_text(json.dumps(asdict(curve), indent=2) + "\n")
+    try:  # a cache: the page can do without it (a read-only or busy run folder)
+        with folder_lock(run.root):
+            write_json(run.eps_curve_json, asdict(curve))
+    except OSError as exc:
+        if log:
+            log(f"{run.root}: eps curve not cached ({exc.strerror}: {run.eps_curve_json})")
+    except FolderLocked as exc:
+        if log:
+            log(f"{run.root}: eps curve not cached ({exc})")
     return curve
 
 
@@ -192,6 +210,4 @@ def plot_eps_curves(curves: dict[str, EpsCurve], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

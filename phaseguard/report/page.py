@@ -2,14 +2,14 @@
 training curves, evaluation table with its sanity checks, robust accuracy against eps, phase
 reliance and the DAT figure. Every table of measurements starts with what they were measured on
 (:data:`CONTEXT`: checkpoint, epoch, n, norm, eps). Sections that need a plot write its PNG
-next to the page; every text from a run is HTML-escaped.
+next to the page; every text from a run is HTML-escaped. The run's files come read and checked
+(:mod:`.records`): a damaged one has stopped the report before this page is built.
 """
 
 from __future__ import annotations
 
 import functools
 import html
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +24,10 @@ from ..errors import ConfigError
 from ..evaluation import robustbench_eps
 from ..methods.dat import DAT
 from ..run_dir import RunDir
-from ..training.logger import read_log
 from .dat_figure import dat_views, plot_dat_views
 from .eps_curve import EPS_MULTIPLES, plot_eps_curves, run_eps_curve
 from .plots import plot_training_curves
+from .records import RunRecords
 from .summary import checkpoint_name, config_summary, environment
 
 #: ``analysis.json`` fields shown in the phase-reliance table: key, header, is an accuracy.
@@ -66,18 +66,6 @@ def _labels(runs: list[RunDir]) -> list[str]:
 def _img(png: Path, alt: str) -> str:
     """An <img> of ``png``, by its file name (it lies next to the page)."""
     return f'<img src="{_e(png.name)}" alt="{_e(alt)}" style="max-width:100%">'
-
-
-def _read_json(path: Path) -> dict[str, Any] | str | None:
-    """The object in JSON file ``path``; None when there is no such file; a string saying why
-    when it cannot be read or holds no JSON object."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        return f"unreadable {path.name} ({exc})"
-    return data if isinstance(data, dict) else f"{path.name} holds no JSON object"
 
 
 def _field(value: object) -> str | None:
@@ -127,17 +115,13 @@ def _checks(e: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in sanity if isinstance(c, dict)] if isinstance(sanity, list) else []
 
 
-def _eval_section(evals: dict[str, dict[str, Any] | str | None]) -> str:
-    """The evaluation table from each run's ``eval.json`` (label -> what :func:`_read_json`
-    gave) with how many sanity checks passed; each failed check as a warning under its run."""
-    found = {label: e for label, e in evals.items() if isinstance(e, dict)}
-    notes = "".join(
-        f'<p class="warn">{_e(label)}: {_e(e)}</p>'
-        for label, e in evals.items()
-        if isinstance(e, str)
-    )
+def _eval_section(evals: dict[str, dict[str, Any] | None]) -> str:
+    """The evaluation table from each run's ``eval.json`` (label -> its content, None where
+    there is none) with how many sanity checks passed; each failed check as a warning under its
+    run."""
+    found = {label: e for label, e in evals.items() if e is not None}
     if not found:
-        return notes + "<p>No evaluation yet: run <code>phaseguard eval RUN_DIR</code>.</p>"
+        return "<p>No evaluation yet: run <code>phaseguard eval RUN_DIR</code>.</p>"
     results = {label: e.get("attacks") or {} for label, e in found.items()}
     attacks = list(dict.fromkeys(a for r in results.values() for a in r))
     rows = []
@@ -163,15 +147,15 @@ def _eval_section(evals: dict[str, dict[str, Any] | str | None]) -> str:
         f"<table>{_header(*attacks, 'worst case', 'sanity checks')}{''.join(rows)}</table>"
         "<p>Accuracy under each attack on the first n test images, eval mode, main BN branch, "
         "fp32; worst case: the images that withstood every attack. Each check is listed under "
-        f"Sanity checks at the end of the page.</p>{notes}"
+        "Sanity checks at the end of the page.</p>"
     )
 
 
-def _sanity_section(evals: dict[str, dict[str, Any] | str | None]) -> str:
+def _sanity_section(evals: dict[str, dict[str, Any] | None]) -> str:
     """Every sanity check of each run's ``eval.json``, passed and failed, with its detail."""
     rows = []
     for label, e in evals.items():
-        checks = _checks(e) if isinstance(e, dict) else []
+        checks = _checks(e) if e is not None else []
         for i, c in enumerate(checks):
             head = f'<th rowspan="{len(checks)}">{_e(label)}</th>' if i == 0 else ""
             verdict = (
@@ -194,24 +178,21 @@ def _sanity_section(evals: dict[str, dict[str, Any] | str | None]) -> str:
     )
 
 
-def _unknown_environment(evaluation: dict[str, Any] | str | None) -> str:
-    """Why a run's environment is unknown, from what :func:`_read_json` gave for its
-    ``eval.json``."""
+def _unknown_environment(evaluation: dict[str, Any] | None) -> str:
+    """Why a run's environment is unknown, from its ``eval.json`` (None: there is none)."""
     if evaluation is None:
         return "unknown: no eval.json"
-    if isinstance(evaluation, str):
-        return "unknown: unreadable eval.json"
     return "unknown: eval.json records none"
 
 
 def _runs_section(
-    labels: list[str], configs: list[Config], evals: dict[str, dict[str, Any] | str | None]
+    labels: list[str], configs: list[Config], evals: dict[str, dict[str, Any] | None]
 ) -> str:
     """A column per run: its configuration summary, then the environment its ``eval.json``
     records (or that it is unknown)."""
     summaries = [config_summary(cfg) for cfg in configs]
     rows = [(key, [s[key] for s in summaries]) for key in summaries[0]]
-    envs = {label: environment(e) if isinstance(e, dict) else None for label, e in evals.items()}
+    envs = {label: environment(e) for label, e in evals.items()}
     keys = list(dict.fromkeys(k for env in envs.values() if env for k in env))
     unknown = {label: _unknown_environment(e) for label, e in evals.items()}
     if keys:
@@ -237,10 +218,10 @@ def _runs_section(
 
 
 def _training_section(
-    runs: list[RunDir], labels: list[str], configs: list[Config], out: Path
+    records: list[RunRecords], labels: list[str], configs: list[Config], out: Path
 ) -> str:
     """The training curves from each run's ``log.csv`` and what their validation measured."""
-    logs = [read_log(r.log_csv) for r in runs]
+    logs = [r.log for r in records]
     png = plot_training_curves(dict(zip(labels, logs)), out.with_name(out.stem + "_curves.png"))
     rows = []
     for label, cfg, log in zip(labels, configs, logs):
@@ -317,19 +298,13 @@ def _number(value: object, accuracy: bool) -> str:
     return f"{100 * value:.2f}%" if accuracy else f"{value:.4g}"
 
 
-def _phase_section(runs: list[RunDir], labels: list[str]) -> str:
+def _phase_section(runs: list[RunDir], records: list[RunRecords], labels: list[str]) -> str:
     """The phase-reliance table from each run's ``analysis.json``, or how to produce it."""
     rows, missing = [], []
-    for run, label in zip(runs, labels):
-        analysis = _read_json(run.analysis_json)
+    for run, record, label in zip(runs, records, labels):
+        analysis = record.analysis
         if analysis is None:
             missing.append((label, run))
-            continue
-        if isinstance(analysis, str):
-            rows.append(
-                f'<tr><th>{_e(label)}</th><td colspan="{len(CONTEXT) + len(PHASE_COLUMNS) + 1}" '
-                f'class="warn">{_e(analysis)}</td></tr>'
-            )
             continue
         attack = analysis.get("attack")
         cells = "".join(
@@ -357,17 +332,21 @@ def _phase_section(runs: list[RunDir], labels: list[str]) -> str:
     return "".join(parts)
 
 
-def _distractor_table(run: RunDir, label: str, cfg: Config) -> str:
+def _fixed(value: float | None) -> str:
+    """A log value with 4 decimals, "-" where the row has none."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _distractor_table(log: list[dict[str, float]], label: str, cfg: Config) -> str:
     """Per training epoch, what A_G did (log.csv's ``train_ag_*``); empty without them."""
-    logged = read_log(run.log_csv) if run.log_csv.is_file() else []
-    rows = [r for r in logged if "train_ag_effect" in r]
+    rows = [r for r in log if "train_ag_effect" in r]
     if not rows:
         return ""
     a, n = cfg.attack, cfg.data.train_size
     body = "".join(
         f"{_context(label, 'training', int(r['epoch']), n, a.norm, a.eps)}"
-        f"<td>{r['train_ag_mean']:.4f}</td><td>{r['train_ag_std']:.4f}</td>"
-        f"<td>{r['train_ag_effect']:.4f}</td></tr>"
+        f"<td>{_fixed(r.get('train_ag_mean'))}</td><td>{_fixed(r.get('train_ag_std'))}</td>"
+        f"<td>{_fixed(r['train_ag_effect'])}</td></tr>"
         for r in rows
     )
     return (
@@ -380,6 +359,7 @@ def _distractor_table(run: RunDir, label: str, cfg: Config) -> str:
 
 def _dat_section(
     runs: list[RunDir],
+    records: list[RunRecords],
     labels: list[str],
     configs: list[Config],
     out: Path,
@@ -391,10 +371,10 @@ def _dat_section(
     """For each DAT run, what its distractor did during training and the figure of its
     amplitude mix-up on ``images`` test images."""
     parts = []
-    for i, (run, label, cfg) in enumerate(zip(runs, labels, configs)):
+    for i, (run, record, label, cfg) in enumerate(zip(runs, records, labels, configs)):
         if cfg.method["name"] != DAT.name:
             continue
-        parts.append(f"<h3>{_e(label)}</h3>{_distractor_table(run, label, cfg)}")
+        parts.append(f"<h3>{_e(label)}</h3>{_distractor_table(record.log, label, cfg)}")
         if not run.has_checkpoint():
             parts.append("<p>No checkpoint yet.</p>")
             continue
@@ -430,6 +410,7 @@ def _dat_section(
 
 def render_page(
     runs: list[RunDir],
+    records: list[RunRecords],
     configs: list[Config],
     out: Path,
     eps_curve: bool,
@@ -440,19 +421,20 @@ def render_page(
     log: Callable[[str], None] | None,
     eps_attack: str,
 ) -> str:
-    """The HTML page of ``runs`` (with their ``configs``), whose PNGs are written next to
-    ``out`` (named after it); arguments as in :func:`phaseguard.report.write_report`."""
+    """The HTML page of ``runs`` (with their ``records``, :func:`.records.read_run_records`,
+    and ``configs``), whose PNGs are written next to ``out`` (named after it); arguments as in
+    :func:`phaseguard.report.write_report`."""
     labels = _labels(runs)
     dataset = functools.cache(load_dataset)
-    evals = {label: _read_json(r.eval_json) for r, label in zip(runs, labels)}
-    training = _training_section(runs, labels, configs, out)
+    evals = {label: r.evaluation for r, label in zip(records, labels)}
+    training = _training_section(records, labels, configs, out)
     if eps_curve:
         eps = _eps_section(
             runs, labels, configs, out, eps_n, seed, device, dataset, log, eps_attack
         )
     else:
         eps = "<p>Skipped (<code>--no-eps-curve</code>).</p>" + _eps_howto(eps_attack)
-    dat = _dat_section(runs, labels, configs, out, device, dataset, dat_images, seed)
+    dat = _dat_section(runs, records, labels, configs, out, device, dataset, dat_images, seed)
     title = "phaseguard report: " + ", ".join(labels)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{_e(title)}</title>
@@ -466,7 +448,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 <h2>Training</h2>{training}
 <h2>Evaluation</h2>{_eval_section(evals)}
 <h2>Robust accuracy against eps</h2>{eps}
-<h2>Phase reliance</h2>{_phase_section(runs, labels)}
+<h2>Phase reliance</h2>{_phase_section(runs, records, labels)}
 <h2>DAT: amplitude mix-up and its adversarial example</h2>{dat}
 <h2>Sanity checks</h2>{_sanity_section(evals)}
 </body></html>

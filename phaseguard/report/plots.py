@@ -4,11 +4,13 @@ training-curve figure of one or more runs."""
 from __future__ import annotations
 
 import functools
+import io
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..extras import require
+from ..files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -21,6 +23,23 @@ def pyplot() -> ModuleType:
     matplotlib = require("matplotlib", "report", "the report's figures")
     matplotlib.use("Agg")
     return require("matplotlib.pyplot", "report", "the report's figures")
+
+
+def save_figure(fig: Figure, out: Path) -> Path:
+    """Write ``fig`` as PNG ``out`` (110 dpi) atomically and close it: a failed write (full
+    disk, read-only folder) raises its ``OSError`` naming ``out`` and leaves no torn file."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110)
+    finally:
+        pyplot().close(fig)
+    try:
+        with atomic_write(out, "wb") as fh:
+            fh.write(buffer.getvalue())
+    except OSError as exc:  # named after the PNG, not its temporary file
+        exc.filename, exc.filename2 = str(out), None
+        raise
+    return out
 
 
 #: The panels of the training figure: ``log.csv`` column, title.
@@ -53,7 +72,4 @@ def training_figure(histories: dict[str, list[dict[str, float]]]) -> Figure:
 
 def plot_training_curves(histories: dict[str, list[dict[str, float]]], out: Path) -> Path:
     """Write :func:`training_figure` of ``histories`` to PNG ``out``."""
-    fig = training_figure(histories)
-    fig.savefig(out, dpi=110)
-    pyplot().close(fig)
-    return out
+    return save_figure(training_figure(histories), out)

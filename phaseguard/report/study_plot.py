@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .plots import pyplot
+from .plots import pyplot, save_figure
 
 
 def _bars(ax, groups: dict[str, dict[str, dict]], columns: list[tuple[str, str]], title: str):
@@ -49,6 +49,5 @@ def plot_study(
     for ax, (groups, columns, title) in zip(np.atleast_1d(axes), panels):
         _bars(ax, groups, columns, title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
     return out

@@ -11,12 +11,14 @@ are no TensorBoard logs.
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PhaseguardError
 from ..extras import require
+from ..files import atomic_write
 from ..run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -67,57 +69,91 @@ def log_evaluation(run_dir: str | Path, results: dict[str, float], step: int) ->
 
 
 class RunLogger:
-    """Appends one row per epoch to ``csv_path``; mirrors the scalars to TensorBoard under
-    grouped tags (:func:`tensorboard_tag`) when ``tensorboard_dir`` is given and TensorBoard is
-    installed."""
+    """Keeps ``csv_path`` at one row per finished epoch, rewritten atomically after each epoch
+    (a kill never leaves a torn row); mirrors the scalars to TensorBoard under grouped tags
+    (:func:`tensorboard_tag`) when ``tensorboard_dir`` is given and TensorBoard is installed."""
 
     def __init__(self, csv_path: Path, tensorboard_dir: Path | None = None) -> None:
         self.csv_path = csv_path
+        self._rows: list[dict[str, Any]] = []
         self._writer = None if tensorboard_dir is None else tensorboard_writer(tensorboard_dir)
 
-    def log(self, epoch: int, row: dict[str, Any]) -> None:
-        row = {"epoch": epoch, **row}
-        exists = self.csv_path.is_file() and self.csv_path.stat().st_size > 0
-        fields = list(row)
-        if exists:
-            with self.csv_path.open(newline="") as fh:
-                header = next(csv.reader(fh), None)
-            fields = header or fields
-        with self.csv_path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            if not exists:
+    def _write(self) -> None:
+        fields = list(dict.fromkeys(k for row in self._rows for k in row))
+        with atomic_write(self.csv_path) as fh:
+            if self._rows:
+                writer = csv.DictWriter(fh, fieldnames=fields)
                 writer.writeheader()
-            writer.writerow(row)
+                writer.writerows(self._rows)
+
+    def log(self, epoch: int, row: dict[str, Any]) -> None:
+        self._rows.append({"epoch": epoch, **row})
+        self._write()
         if self._writer is not None:
             for key, value in row.items():
-                if key != "epoch" and isinstance(value, int | float):
+                if isinstance(value, int | float):
                     self._writer.add_scalar(tensorboard_tag(key), value, epoch)
             self._writer.flush()
 
     def restore(self, history: list[dict[str, Any]]) -> None:
-        """Rewrite the CSV as the checkpoint's ``history`` (one row per finished epoch).
+        """Start from the checkpoint's ``history`` (one row per finished epoch).
 
         A resumed run's log then holds exactly the epochs its checkpoint holds: rows of epochs
         after the checkpoint go, and a row lost to a kill between the checkpoint and the log
-        write comes back. Written atomically (temporary file, rename).
+        write comes back.
         """
-        if not history and not self.csv_path.is_file():
-            return
-        fields = list(dict.fromkeys(k for row in history for k in row))
-        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
-        with tmp.open("w", newline="") as fh:
-            if history:
-                writer = csv.DictWriter(fh, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows({**row, "epoch": int(row["epoch"])} for row in history)
-        tmp.replace(self.csv_path)
+        self._rows = [{**row, "epoch": int(row["epoch"])} for row in history]
+        if self._rows or self.csv_path.is_file():
+            self._write()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
 
 
-def read_log(csv_path: Path) -> list[dict[str, float]]:
-    """The rows of a run's ``log.csv`` as floats."""
-    with csv_path.open(newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+def read_log(path: Path) -> list[dict[str, float]]:
+    """The rows of a run's ``log.csv`` as floats (empty cells left out). A header without
+    ``epoch``, a row with more or fewer cells than the header (a truncated row), a cell that is
+    not a number or a file that is not CSV text is a PhaseguardError naming the file and the
+    line."""
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return []
+            if "epoch" not in header or len(set(header)) != len(header) or "" in header:
+                raise PhaseguardError(
+                    f"{path} is not a training log: its header {','.join(header)[:80]!r} "
+                    "should name each column once, epoch among them"
+                )
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise PhaseguardError(
+                        f"{path} line {line} has {len(row)} cells where the header has "
+                        f"{len(header)} (a truncated or damaged row)"
+                    )
+                values = {}
+                for name, cell in zip(header, row):
+                    if cell == "":
+                        continue
+                    try:
+                        values[name] = float(cell)
+                    except ValueError:
+                        raise PhaseguardError(
+                            f"{path} line {line}: {name} is {cell[:40]!r}, not a number"
+                        ) from None
+                if "epoch" not in values or not math.isfinite(values["epoch"]):
+                    raise PhaseguardError(f"{path} line {line} has no epoch")
+                rows.append(values)
+    except UnicodeDecodeError:
+        raise PhaseguardError(f"{path} is not a training log (not text)") from None
+    except csv.Error as exc:
+        raise PhaseguardError(
+            f"{path} is not a training log (line {reader.line_num}: {exc})"
+        ) from None
+    return rows

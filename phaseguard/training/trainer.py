@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,18 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
 from ..attacks import PGD
 from ..build import build_method, build_model, resolve_device
-from ..checkpoint import ModelMeta, load_checkpoint, save_checkpoint
-from ..config import Config, apply_overrides, config_from_dict
+from ..checkpoint import RESUME_FIELDS, ModelMeta, load_checkpoint, save_checkpoint
+from ..config import Config, apply_overrides, config_from_dict, load_yaml
 from ..data import BatchLoader, Dataset, load_dataset, split_validation
-from ..errors import CheckpointError, ConfigError, TrainingError
+from ..errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from ..files import write_text
 from ..hardware import configure_threads, device_name
-from ..predict import predict_correct
+from ..loading import load_weights
+from ..lock import folder_lock
+from ..models import check_input_size
+from ..predict import nonfinite_logits, predict_correct
 from ..run_dir import RunDir
 from .averaging import WeightAverager
 from .awp import AWP
@@ -88,6 +93,7 @@ class Trainer:
         self.data = self._build_data()
         ds = self.data.dataset
         self.model = build_model(cfg, ds.num_classes, ds.image_shape[0]).to(self.device)
+        check_input_size(self.model, ds.image_shape, cfg.model.name)
         stored = resume_config(self.run.root) if resume and self.run.config.is_file() else None
         self.cfg = cfg = self._resolve_for_device(cfg, stored)
         if cfg.train.channels_last:
@@ -201,10 +207,15 @@ class Trainer:
     def _restore(self) -> None:
         path = self.run.checkpoint("last")
         if not path.is_file():
-            raise CheckpointError(f"nothing to resume: {path} does not exist")
-        state = load_checkpoint(path, map_location=self.device)
+            if not self.run.config.is_file():
+                raise CheckpointError(f"nothing to resume: {path} does not exist")
+            # killed before its first checkpoint: the same seed starts the same run again
+            if self.dist.is_main:
+                print(f"{self.run.root}: no checkpoint yet, training from the start", flush=True)
+            return
+        state = load_checkpoint(path, map_location=self.device, need=RESUME_FIELDS)
+        load_weights(self.model, state["model"], path)
         try:
-            self.model.load_state_dict(state["model"])
             self.step.optimizer.load_state_dict(state["optimizer"])
             o = self.cfg.optim  # the settings of this config, not the saved ones
             for group in self.step.optimizer.param_groups:
@@ -220,8 +231,8 @@ class Trainer:
             self.best_epoch = int(state["best"]["epoch"])
             self.best_robust_acc = float(state["best"]["robust_acc"])
             self.history = list(state["history"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0]
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"{path} does not match this run's config ({reason})") from None
 
     # -- loop ------------------------------------------------------------------------------
@@ -229,16 +240,16 @@ class Trainer:
         """Train until ``train.epochs``, writing logs and checkpoints; return the history."""
         cfg = self.cfg
         logger = None
-        if self.dist.is_main:
-            print(self.setup_line, flush=True)
-            if self.warning:
-                print(f"phaseguard: warning: {self.warning}", file=sys.stderr, flush=True)
-            self.run.root.mkdir(parents=True, exist_ok=True)
-            if not self.run.config.is_file():  # a resumed run's, once its next epoch is saved
-                self.run.config.write_text(cfg.to_yaml())
-            logger = RunLogger(self.run.log_csv, self.run.tensorboard)
-            logger.restore(self.history)
         try:
+            if self.dist.is_main:
+                print(self.setup_line, flush=True)
+                if self.warning:
+                    print(f"phaseguard: warning: {self.warning}", file=sys.stderr, flush=True)
+                self.run.root.mkdir(parents=True, exist_ok=True)
+                if not self.run.config.is_file():  # a resumed run's, once its epoch is saved
+                    write_text(self.run.config, cfg.to_yaml())
+                logger = RunLogger(self.run.log_csv, self.run.tensorboard)
+                logger.restore(self.history)
             while self.epoch < cfg.train.epochs:
                 row = self._train_epoch()
                 self._check_weights_finite()
@@ -253,10 +264,17 @@ class Trainer:
                     if improved:  # before last.pt, which a resume starts from, never after it
                         save_checkpoint(state, self.run.checkpoint("best"))
                     save_checkpoint(state, self.run.checkpoint("last"))
-                    self.run.config.write_text(cfg.to_yaml())  # the config last.pt holds
+                    write_text(self.run.config, cfg.to_yaml())  # the config last.pt holds
                     logger.log(self.epoch, row)
                     self._print_epoch(row)
                 barrier(self.dist)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            raise Interrupted(
+                f"stopped by {signal.Signals(signum).name} in epoch {self.epoch + 1}; "
+                f"{self._last_good()}; continue with: phaseguard train --resume {self.run.root}",
+                signum,
+            ) from None
         finally:
             if logger is not None:
                 logger.close()
@@ -328,6 +346,19 @@ class Trainer:
                 f"weights became NaN or infinite in epoch {self.epoch + 1}; {self._last_good()}"
             )
 
+    def _check_logits_finite(self, net: nn.Module, x: torch.Tensor) -> None:
+        """Stop before checkpoints if the validation images get NaN or infinite logits (an
+        overflow can do it with finite weights; they would score as chance, not as broken)."""
+        bad = all_reduce_sum(
+            torch.tensor([float(nonfinite_logits(net, x, device=self.device))], device=self.device),
+            self.dist,
+        )
+        if bad.item() > 0:
+            raise TrainingError(
+                f"the model's logits became NaN or infinite on {int(bad.item())} validation "
+                f"images after epoch {self.epoch + 1}; {self._last_good()}"
+            )
+
     def _check_finite(self, first_bad: torch.Tensor) -> None:
         bad = int(first_bad)
         if bad >= 0:
@@ -359,6 +390,7 @@ class Trainer:
                 steps=self.cfg.train.val_attack_steps,
                 norm=self.cfg.attack.norm,
             )
+            self._check_logits_finite(net, x)
             clean = predict_correct(net, x, y, device=self.device)
             robust = predict_correct(net, x, y, attack=attack, device=self.device)
         counts = torch.tensor(
@@ -393,12 +425,20 @@ def _compiled(net: nn.Module, compile: bool | str) -> nn.Module:
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False) -> TrainResult:
-    """Train ``cfg`` into the run folder ``out`` (``resume=True`` continues its last checkpoint)."""
-    trainer = Trainer(cfg, out, resume=resume)
-    try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+    """Train ``cfg`` into the run folder ``out`` (``resume=True`` continues its last checkpoint),
+    holding the folder's lock (:mod:`phaseguard.lock`; the main rank takes it under DDP).
+
+    Raises:
+        FolderLocked: another process is writing into ``out``.
+        Interrupted: SIGINT or SIGTERM stopped it (the message says how to continue).
+    """
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with folder_lock(out) if main_rank else contextlib.nullcontext():
+        trainer = Trainer(cfg, out, resume=resume)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
@@ -406,5 +446,5 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
     path = RunDir(Path(run_dir)).config
     if not path.is_file():
         raise CheckpointError(f"cannot resume: {path} does not exist")
-    tree = yaml.safe_load(path.read_text())
+    tree = load_yaml(path.read_bytes(), f"config {path}")
     return config_from_dict(apply_overrides(tree, overrides or []))

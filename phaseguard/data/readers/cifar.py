@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from phaseguard.data.dataset import Dataset, describe
+from phaseguard.data.dataset import Dataset, check_fits_in_memory, describe
 from phaseguard.data.locate import find_dataset
 from phaseguard.data.readers.safe_pickle import load_pickle
 from phaseguard.errors import DataError
@@ -83,7 +83,15 @@ def _read(layout: _Layout, root: Path | None) -> Dataset:
     if missing:
         raise DataError(f"{source} lacks {', '.join(f'{layout.folder}/{m}' for m in missing)}")
     meta = _batch_dict(files, layout.meta, source)
-    classes = [_text(name) for name in _field(meta, layout.names_key, layout.meta, source)]
+    names = _field(meta, layout.names_key, layout.meta, source)
+    if not isinstance(names, list | tuple | np.ndarray) or not all(
+        isinstance(name, str | bytes) for name in names
+    ):
+        raise DataError(
+            f"{source}: {layout.meta} '{layout.names_key}' must be a list of class names, "
+            f"got {describe(names)}"
+        )
+    classes = [_text(name) for name in names]
     train = [_batch(files, name, layout, source) for name in train_names]
     x_test, y_test = _batch(files, layout.test, layout, source)
     return Dataset.from_numpy(
@@ -115,15 +123,22 @@ def _members(layout: _Layout, source: Path) -> dict[str, bytes]:
 
     if source.is_dir():
         try:
-            return {p.name: p.read_bytes() for p in source.iterdir() if wanted(p.name)}
+            found = [p for p in source.iterdir() if wanted(p.name)]
+            for path in found:
+                if not path.is_file():
+                    raise DataError(f"{path} is not a regular file")
+            check_fits_in_memory(sum(p.stat().st_size for p in found), str(source))
+            return {p.name: p.read_bytes() for p in found}
         except OSError as error:
             raise DataError(f"cannot read {source}: {error}") from error
-    files = {}
+    files, total = {}, 0
     try:
         with tarfile.open(source, "r:gz") as archive:
             for member in archive:
                 path = PurePosixPath(member.name)
                 if member.isfile() and path.parent.name == layout.folder and wanted(path.name):
+                    total += member.size
+                    check_fits_in_memory(total, str(source))
                     files[path.name] = archive.extractfile(member).read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise DataError(f"{source} is not a readable .tar.gz (truncated?): {error}") from error
@@ -138,7 +153,10 @@ def _batch(
     data = _field(batch, "data", name, source)
     labels = _field(batch, layout.label_key, name, source)
     if isinstance(labels, list) and all(isinstance(v, (int, np.integer)) for v in labels):
-        labels = np.array(labels, dtype=np.int64)
+        try:
+            labels = np.array(labels, dtype=np.int64)
+        except OverflowError:
+            raise DataError(f"{source}: {name} holds a label too large for a class") from None
     if (
         not isinstance(data, np.ndarray)
         or data.dtype != np.uint8

@@ -7,12 +7,14 @@ uint32 sizes, followed by exactly ``prod(sizes)`` bytes.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from phaseguard.data.dataset import Dataset
+from phaseguard.data.dataset import Dataset, check_fits_in_memory
 from phaseguard.data.locate import find_dataset
 from phaseguard.errors import DataError
 
@@ -97,26 +99,62 @@ def _probe(place: Path) -> dict[str, Path] | None:
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Read an IDX file of unsigned bytes with ``ndim`` dimensions into a uint8 array."""
+    """Read an IDX file of unsigned bytes with ``ndim`` dimensions into a uint8 array.
+
+    The header is checked before the data is read: a size it claims that the file cannot hold
+    (its dimensions multiplied, without overflow) is refused unread, and a gzipped file is
+    decompressed no further than that size, so a corrupt header or a gzip bomb costs nothing.
+    """
+    header = 4 + 4 * ndim
     try:
         with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as file:
-            data = file.read()
+            head = file.read(header)
+            shape, size = _header(path, head, ndim)
+            if path.suffix == ".gz":
+                # deflate expands at most 1032:1; a header claiming more lies or is a bomb
+                limit = 1032 * path.stat().st_size + 1024
+                if size > limit:
+                    _mismatch(path, shape, size, f"at most {limit} bytes (it is gzipped)")
+                check_fits_in_memory(size, str(path))
+                data = _read_at_most(file, size + 1)
+            else:
+                held = path.stat().st_size - header
+                if held != size:
+                    _mismatch(path, shape, size, f"{held} bytes")
+                check_fits_in_memory(size, str(path))
+                data = file.read(size + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"cannot read {path} (truncated or corrupt?): {error}") from error
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is truncated: {len(data)} bytes, shorter than its header")
-    magic = int.from_bytes(data[:4], "big")
+    if len(data) != size:
+        _mismatch(path, shape, size, f"{len(data)} bytes")
+    return np.frombuffer(data, np.uint8).reshape(shape)
+
+
+def _header(path: Path, head: bytes, ndim: int) -> tuple[tuple[int, ...], int]:
+    """The shape and data size an IDX header of ``ndim`` dimensions declares."""
+    if len(head) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: {len(head)} bytes, shorter than its header")
+    magic = int.from_bytes(head[:4], "big")
     if magic != 0x800 | ndim:
         raise DataError(
             f"{path} is not an IDX file of {ndim}-d unsigned bytes "
             f"(magic {magic:#010x}, expected {0x800 | ndim:#010x})"
         )
-    shape = tuple(int(s) for s in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    size = int(np.prod(shape))
-    if len(data) - header != size:
-        raise DataError(
-            f"{path} is truncated or padded: its header says {list(shape)} ({size} bytes) "
-            f"but it holds {len(data) - header} bytes"
-        )
-    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+    shape = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return shape, math.prod(shape)  # Python integers: no overflow
+
+
+def _mismatch(path: Path, shape: tuple[int, ...], size: int, held: str) -> None:
+    raise DataError(
+        f"{path} is truncated or padded: its header says {list(shape)} ({size} bytes) "
+        f"but it holds {held}"
+    )
+
+
+def _read_at_most(file: BinaryIO, limit: int) -> bytes:
+    """Up to ``limit`` bytes, read in chunks (memory grows with the data, not the request)."""
+    chunks, total = [], 0
+    while total < limit and (chunk := file.read(min(1 << 24, limit - total))):
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

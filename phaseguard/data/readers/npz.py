@@ -4,17 +4,19 @@ x_test, y_test`` and optionally ``classes``.
 Images may be ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` with ``C`` in {1, 3} (when
 both axis 1 and axis 3 could be channels, ``[N, C, H, W]`` wins), uint8 or float in [0, 1]
 (scaled by 255 and rounded). Labels are integers, ``[N]`` or ``[N, 1]``. Without ``classes``
-the classes are named "0".."k-1" with k = the largest label + 1.
+the classes are named "0".."k-1" with k = the largest label + 1, at most the number of training
+labels (a stray huge label is an error, not a billion class names).
 """
 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from phaseguard.data.dataset import Dataset, describe
+from phaseguard.data.dataset import Dataset, check_fits_in_memory, describe
 from phaseguard.data.locate import find_dataset
 from phaseguard.errors import DataError
 
@@ -27,10 +29,17 @@ def read_npz(root: Path | None) -> Dataset:
         "npz", root, _probe, "a .npz file, or a folder holding exactly one, with x_train, ..."
     )
     try:
+        with zipfile.ZipFile(path) as members:
+            check_fits_in_memory(sum(m.file_size for m in members.infolist()), str(path))
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"cannot read {path} as an .npz of plain arrays: {error}") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        reason = " ".join(str(error).split())
+        raise DataError(f"cannot read {path} as an .npz of plain arrays: {reason}") from error
+    except MemoryError:
+        raise DataError(
+            f"cannot read {path}: its arrays claim more memory than there is (corrupt?)"
+        ) from None
     missing = [key for key in _KEYS if key not in arrays]
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)} (it holds {', '.join(arrays)})")
@@ -39,8 +48,16 @@ def read_npz(root: Path | None) -> Dataset:
     if "classes" in arrays:
         classes = _classes(arrays["classes"], path)
     else:
-        k = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-        classes = [str(label) for label in range(k)]
+        if not len(y_train):
+            raise DataError(f"{path}: the train split is empty (y_train holds no labels)")
+        top = max(int(y_train.max(initial=0)), int(y_test.max(initial=0)))
+        if top >= len(y_train):  # k classes need at least k training images
+            raise DataError(
+                f"{path}: the largest label is {top} but y_train holds only {len(y_train)} "
+                "labels; labels must number the classes 0..k-1 (or add a 'classes' array "
+                "naming them)"
+            )
+        classes = [str(label) for label in range(top + 1)]
     return Dataset.from_numpy("npz", x_train, y_train, x_test, y_test, classes, path)
 
 
@@ -63,7 +80,9 @@ def _images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
             "or [N, C, H, W] with C in {1, 3}"
         )
     if np.issubdtype(x.dtype, np.floating):
-        if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+        if x.size and not np.isfinite(x).all():
+            raise DataError(f"{path}: '{key}' is float with NaN or infinite values")
+        if x.size and not (x.min() >= 0 and x.max() <= 1):
             raise DataError(f"{path}: '{key}' is float but not within [0, 1]")
         return np.rint(x * 255).astype(np.uint8)
     if x.dtype != np.uint8:
@@ -74,7 +93,10 @@ def _images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
 def _labels(y: np.ndarray, key: str, path: Path) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer) or y.ndim not in (1, 2) or y.size != len(y):
         raise DataError(f"{path}: '{key}' must be integer labels [N] or [N, 1], got {describe(y)}")
-    return y.reshape(-1)
+    y = y.reshape(-1)
+    if y.dtype.kind == "u" and y.size and int(y.max()) >= 2**63:
+        raise DataError(f"{path}: '{key}' contains label {int(y.max())}, too large for a class")
+    return y
 
 
 def _classes(classes: np.ndarray, path: Path) -> list[str]:

@@ -39,7 +39,8 @@ def _read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = scipy_io.loadmat(path, variable_names=("X", "y"))
     except Exception as error:  # scipy raises many types for corrupt files; all mean "unreadable"
-        raise DataError(f"cannot read {path} (truncated or not a .mat file?): {error}") from error
+        reason = " ".join(str(error).split())
+        raise DataError(f"cannot read {path} (truncated or not a .mat file?): {reason}") from error
     if "X" not in mat or "y" not in mat:
         raise DataError(f"{path} lacks the variable 'X' or 'y'")
     x, y = mat["X"], mat["y"]

@@ -98,6 +98,8 @@ def _val_files(folder: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
         wnid = rest.split("\t")[0]
         if wnid not in index:
             raise DataError(f"{annotations} line {number}: class {wnid!r} is not in wnids.txt")
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise DataError(f"{annotations} line {number}: {name!r} is not a file name")
         files.append(folder / "val" / "images" / name)
         labels.append(index[wnid])
     return files, np.array(labels, dtype=np.int64)
@@ -133,7 +135,7 @@ def _cache_paths(folder: Path) -> list[Path]:
     """Beside the folder first, then in the user cache (named by a hash of the folder path)."""
     folder = folder.resolve()
     cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha1(str(folder).encode(), usedforsecurity=False).hexdigest()
+    digest = hashlib.sha1(os.fsencode(folder), usedforsecurity=False).hexdigest()
     return [
         folder.parent / f"{folder.name}.phaseguard-cache.npz",
         cache_home / "phaseguard" / f"tiny-imagenet-{digest[:16]}.npz",
