@@ -8,6 +8,7 @@ run folder, else beside the file).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,8 @@ def _setup(
 ) -> _Setup:
     if n is not None and n < 1:  # before anything loads
         raise ConfigError(f"the number of test images must be at least 1, got {n}")
-    if eps is not None and not 0 <= eps <= 1:  # NaN fails too
-        raise ConfigError(f"eps must be in [0, 1] (images are in [0, 1]), got {eps}")
+    if eps is not None and not 0 <= eps < math.inf:  # NaN fails too
+        raise ConfigError(f"eps must be a finite number >= 0, got {eps}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"the batch size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
@@ -75,13 +76,16 @@ def _setup(
     cfg = loaded.config
     data = load_dataset(cfg.data.name, data_root or cfg.data.root)
     n = min(n or cfg.eval.n, len(data.y_test))
+    norm = norm or cfg.attack.norm
+    if eps is not None and norm == "linf" and eps > 1:
+        raise ConfigError(f"eps must be in [0, 1] under linf (images are in [0, 1]), got {eps}")
     return _Setup(
         loaded,
         dev,
         data.x_test[:n],
         data.y_test[:n],
         cfg.attack.eps if eps is None else eps,
-        norm or cfg.attack.norm,
+        norm,
         batch_size or cfg.eval.batch_size,
         out,
     )

@@ -447,4 +447,6 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
     if not path.is_file():
         raise CheckpointError(f"cannot resume: {path} does not exist")
     tree = load_yaml(path.read_bytes(), f"config {path}")
+    if not isinstance(tree, dict):
+        raise CheckpointError(f"cannot resume: {path} is empty or not a config (a YAML mapping)")
     return config_from_dict(apply_overrides(tree, overrides or []))

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -138,19 +139,25 @@ def test_resume_then_eval_gives_the_new_models_autoattack(
 ) -> None:
     """The README's flow (eval, train --resume with more epochs, eval again): the second
     AutoAttack result is the new model's, computed again, never the old state read back; a
-    SIGKILL while the state or eval.json is renamed into place leaves the previous one."""
+    SIGKILL while the state, eval.json or analysis.json is renamed into place leaves the
+    previous one."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     evaluation = ["eval", str(run), "--attacks", "natural,aa", "--aa-attacks", "apgd-ce"]
     evaluation += ["--n", "16", "--which", "last"]
-    assert main(evaluation) == 0
+    analysis = ["analyze", str(run), "--attack", "fgsm", "--n", "16", "--which", "last"]
+    assert main(evaluation) == 0 and main(analysis) == 0
     first = json.loads((run / "eval.json").read_text())
     assert main(["train", "--resume", str(run), "train.epochs=4"]) == 0
     capsys.readouterr()
 
-    for name in ("eval.aa_state.json", "eval.json"):
+    for name, command in (
+        ("eval.aa_state.json", evaluation),
+        ("eval.json", evaluation),
+        ("analysis.json", analysis),
+    ):
         before = (run / name).read_bytes()
-        proc = _cli(*evaluation, kill=("replace", name))
+        proc = _cli(*command, kill=("replace", name))
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, err
         assert (run / name).read_bytes() == before
@@ -207,3 +214,71 @@ def test_every_file_is_written_through_the_atomic_helper() -> None:
         for pattern in (r"\.write_text\(", r"\.write_bytes\(", r"open\([^)]*['\"][wa]b?['\"]"):
             offenders += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert not offenders, offenders
+
+
+def _limit_file_size() -> None:
+    """A full disk, as ``ulimit -f`` makes it: writes past 64 KiB fail (EFBIG)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_checkpoint(
+    tmp_path: Path, tiny_run: Path
+) -> None:
+    """A checkpoint write that fails for lack of space (``ulimit -f``: the checkpoint is
+    larger than the limit, the log and config are not) ends the run with one line naming
+    the checkpoint and exit 2; the previous checkpoint stays, and no temporary file."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = _digests(run)
+    proc = subprocess.run(
+        [sys.executable, "-m", "phaseguard", "train", "--resume", str(run), "train.epochs=4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_file_size,
+        env=ENV,
+    )
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("phaseguard: error: cannot write ") and "File too large" in line
+    assert str(run / "checkpoints") in line
+    after = _digests(run)
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "log.csv"):
+        assert after[name] == before[name], name
+    assert not _temporaries(run)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["eval", "--eps", "nan"], "eps must be a finite number >= 0, got nan"),
+        (["eval", "--eps", "-1"], "eps must be a finite number >= 0, got -1.0"),
+        (["analyze", "--eps", "2"], "eps must be in [0, 1] under linf"),
+        (["eval", "--n", "0"], "at least 1, got 0"),
+        (["analyze", "--batch-size", "0"], "batch size must be at least 1, got 0"),
+    ],
+)
+def test_measurement_settings_without_meaning_are_one_line(
+    args: list[str], fragment: str, tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eval/analyze settings that mean nothing (a NaN, negative or, under linf, >1 eps; no
+    images; an empty batch) are one line, and nothing is written into the run."""
+    before = _digests(tiny_run)
+    assert main([args[0], str(tiny_run), *args[1:]]) == 2
+    assert fragment in _one_error_line(capsys)
+    assert _digests(tiny_run) == before
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2", "- just a list\n"])
+def test_resume_of_an_empty_or_broken_config_is_one_line(
+    text: str, tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose config.yaml is empty, not YAML or not a mapping cannot be resumed: one line
+    naming the file; its checkpoints are untouched."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "config.yaml").write_text(text)
+    before = _digests(run)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert str(run / "config.yaml") in _one_error_line(capsys)
+    assert _digests(run) == before
