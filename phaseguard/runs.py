@@ -9,7 +9,8 @@ run folder, else beside the file).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,26 @@ def _out_path(target: str | Path, name: str, out: str | Path | None, which: str)
     return Path(out)
 
 
+@contextmanager
+def _measurement(
+    target: str | Path,
+    name: str,
+    n: int | None,
+    eps: float | None,
+    norm: str | None,
+    batch_size: int | None,
+    which: str,
+    data_root: str | None,
+    device: str,
+    out: str | Path | None,
+) -> Iterator[_Setup]:
+    """The :class:`_Setup` of a measurement written to ``out`` (default: ``name`` beside the
+    model), while holding the lock of the folder it goes to."""
+    path = _out_path(target, name, out, which)
+    with folder_lock(path.parent):
+        yield _setup(target, n, eps, norm, batch_size, which, data_root, device, path)
+
+
 def evaluate_run(
     target: str | Path,
     attacks: list[str] | None = None,
@@ -125,9 +146,9 @@ def evaluate_run(
     The model is loaded onto ``device`` ("auto": CUDA when there is one). ``log`` receives a
     line per finished attack; a progress bar per attack shows on stderr while it is a
     terminal."""
-    out = _out_path(target, "eval.json", out, which)
-    with folder_lock(out.parent):
-        run = _setup(target, n, eps, norm, batch_size, which, data_root, device, out)
+    with _measurement(
+        target, "eval.json", n, eps, norm, batch_size, which, data_root, device, out
+    ) as run:
         report = evaluate(
             run.loaded.model,
             run.x,
@@ -169,9 +190,9 @@ def analyze_run(
     """Phase reliance of a run (see :mod:`phaseguard.analyze`) on its first ``n`` test images,
     at the run's eps and norm unless given; writes ``analysis.json``. ``log`` receives a line
     per finished pass; a progress bar per pass shows on stderr while it is a terminal."""
-    out = _out_path(target, "analysis.json", out, which)
-    with folder_lock(out.parent):
-        run = _setup(target, n, eps, norm, batch_size, which, data_root, device, out)
+    with _measurement(
+        target, "analysis.json", n, eps, norm, batch_size, which, data_root, device, out
+    ) as run:
         result = analyze_phase_reliance(
             run.loaded.model,
             run.x,
