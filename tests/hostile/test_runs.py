@@ -26,6 +26,7 @@ from phaseguard.files import TMP_SUFFIX
 from phaseguard.loading import load_model
 from phaseguard.lock import LOCK_NAME
 from phaseguard.training import train
+from phaseguard.training.logger import read_log
 from tests.conftest import tiny_config
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
@@ -69,8 +70,8 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_killed_at_every_kind_of_write_and_at_random_moments_resumes_bit_identical(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SIGKILL just before each kind of training write is renamed into place (and once while
-    its bytes are written), SIGKILL at a random moment, SIGINT and SIGTERM: after each, every
+    """SIGKILL just before each kind of training write is renamed into place (and while its
+    bytes are written), SIGKILL at random moments, SIGTERM and SIGINT: after each, every
     file the process found is intact byte for byte or replaced whole; a second writer is
     refused while the run is live; the resumed run ends with the uninterrupted run's weights
     and one log row per epoch, and no temporary file is left."""
@@ -97,21 +98,26 @@ def test_killed_at_every_kind_of_write_and_at_random_moments_resumes_bit_identic
         assert after.get(target) == before.get(target), f"{kill}: {target} changed"
         assert _temporaries(out), f"{kill}: the killed write left no temporary file"
 
-    # a live run holds its folder: a second writer is refused in one line naming it, and
-    # nothing it could touch changes
-    proc = _cli("train", "--resume", str(out))
-    lock = out / LOCK_NAME
-    deadline = time.time() + 120
-    while f'"pid": {proc.pid}' not in (lock.read_text() if lock.exists() else ""):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
-        time.sleep(0.05)
-    for second in (["train", "--resume", str(out)], ["eval", str(out), "--attacks", "natural"]):
-        assert main(second) == 2
-        line = _one_error_line(capsys)
-        assert f"is in use by pid {proc.pid}" in line and "train --resume" in line
-    time.sleep(random.Random(0).uniform(0.2, 0.8))  # a random moment of an epoch
-    proc.kill()
-    proc.communicate()
+    # SIGKILL at random moments (setup, an epoch, a checkpoint write); the first time, while
+    # the run is live, a second writer is refused in one line naming it
+    for i, delay in enumerate(random.Random(0).uniform(0.1, 1.0) for _ in range(3)):
+        proc = _cli("train", "--resume", str(out))
+        lock = out / LOCK_NAME
+        deadline = time.time() + 120
+        while f'"pid": {proc.pid}' not in (lock.read_text() if lock.exists() else ""):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        if i == 0:
+            for second in (["train", "--resume", str(out)], ["eval", str(out)]):
+                assert main(second) == 2
+                line = _one_error_line(capsys)
+                assert f"is in use by pid {proc.pid}" in line and "train --resume" in line
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate()
+        if (out / "checkpoints" / "last.pt").exists():  # whole, whichever version
+            assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] >= 1
+        read_log(out / "log.csv")
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         proc = _cli("train", "--resume", str(out))
