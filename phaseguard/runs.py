@@ -55,43 +55,6 @@ class _Setup:
         }
 
 
-def _setup(
-    target: str | Path,
-    n: int | None,
-    eps: float | None,
-    norm: str | None,
-    batch_size: int | None,
-    which: str,
-    data_root: str | None,
-    device: str,
-    out: Path,
-) -> _Setup:
-    if n is not None and n < 1:  # before anything loads
-        raise ConfigError(f"the number of test images must be at least 1, got {n}")
-    if eps is not None and not 0 <= eps < math.inf:  # NaN fails too
-        raise ConfigError(f"eps must be a finite number >= 0, got {eps}")
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"the batch size must be at least 1, got {batch_size}")
-    dev = resolve_device(device)
-    loaded = load_model(target, which=which, device=dev)
-    cfg = loaded.config
-    data = load_dataset(cfg.data.name, data_root or cfg.data.root)
-    n = min(n or cfg.eval.n, len(data.y_test))
-    norm = norm or cfg.attack.norm
-    if eps is not None and norm == "linf" and eps > 1:
-        raise ConfigError(f"eps must be in [0, 1] under linf (images are in [0, 1]), got {eps}")
-    return _Setup(
-        loaded,
-        dev,
-        data.x_test[:n],
-        data.y_test[:n],
-        cfg.attack.eps if eps is None else eps,
-        norm,
-        batch_size or cfg.eval.batch_size,
-        out,
-    )
-
-
 def _out_path(target: str | Path, name: str, out: str | Path | None, which: str) -> Path:
     """Where the JSON goes: ``out``, else ``name`` in the run folder (or beside the file); a
     missing ``target`` or an ``out`` that is a folder is an error before anything runs."""
@@ -117,10 +80,34 @@ def _measurement(
     out: str | Path | None,
 ) -> Iterator[_Setup]:
     """The :class:`_Setup` of a measurement written to ``out`` (default: ``name`` beside the
-    model), while holding the lock of the folder it goes to."""
+    model), while holding the lock of the folder it goes to; settings without meaning are an
+    error before anything loads."""
+    if n is not None and n < 1:
+        raise ConfigError(f"the number of test images must be at least 1, got {n}")
+    if eps is not None and not 0 <= eps < math.inf:  # NaN fails too
+        raise ConfigError(f"eps must be a finite number >= 0, got {eps}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"the batch size must be at least 1, got {batch_size}")
     path = _out_path(target, name, out, which)
     with folder_lock(path.parent):
-        yield _setup(target, n, eps, norm, batch_size, which, data_root, device, path)
+        dev = resolve_device(device)
+        loaded = load_model(target, which=which, device=dev)
+        cfg = loaded.config
+        data = load_dataset(cfg.data.name, data_root or cfg.data.root)
+        n = min(n or cfg.eval.n, len(data.y_test))
+        norm = norm or cfg.attack.norm
+        if eps is not None and norm == "linf" and eps > 1:
+            raise ConfigError(f"eps must be in [0, 1] under linf (images are in [0, 1]), got {eps}")
+        yield _Setup(
+            loaded,
+            dev,
+            data.x_test[:n],
+            data.y_test[:n],
+            cfg.attack.eps if eps is None else eps,
+            norm,
+            batch_size or cfg.eval.batch_size,
+            path,
+        )
 
 
 def evaluate_run(
