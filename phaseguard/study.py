@@ -176,9 +176,21 @@ def _trained(run: RunDir, cfg: Config) -> bool:
     return run.log_csv.is_file() and len(read_log(run.log_csv)) >= cfg.train.epochs
 
 
+#: ``train`` settings that cannot change a run's results: a run trained with other values of
+#: them is the same run (the study's values are used from then on).
+NOT_IDENTITY = ("progress", "threads", "device", "compile")
+
+
+def _identity(cfg: Config) -> dict[str, Any]:
+    """What makes a run that run: its config without :data:`NOT_IDENTITY`."""
+    tree = cfg.to_dict()
+    tree["train"] = {k: v for k, v in tree["train"].items() if k not in NOT_IDENTITY}
+    return tree
+
+
 def _config(study_run: StudyRun, run: RunDir) -> Config:
     """The run's config (with the precision and layout the run resolved when it started);
-    refused when the folder was trained with another one."""
+    refused when the folder was trained with another one (:func:`_identity`)."""
     from .training import resume_config
     from .training.precision import adopt_resolved
 
@@ -187,7 +199,7 @@ def _config(study_run: StudyRun, run: RunDir) -> Config:
         return cfg
     stored = resume_config(run.root)
     cfg = adopt_resolved(cfg, stored)
-    if stored.to_dict() != cfg.to_dict():
+    if _identity(stored) != _identity(cfg):
         raise ConfigError(
             f"{run.root} was trained with another config than the study now asks for; "
             "remove that folder or use another --out"

@@ -128,6 +128,17 @@ def test_a_killed_study_resumes_its_training_from_the_checkpoint(tmp_path):
     assert run.eval_json.is_file() and run.analysis_json.is_file()
 
 
+def test_settings_that_cannot_change_results_do_not_make_another_run(finished_study):
+    """Progress display, threads, device and compile are not part of a run's identity: a
+    finished study asked again with other values of them has every step done."""
+    spec, out, _ = finished_study
+    others = ["train.progress=true", "train.threads=1", "train.device=cpu", "train.compile=true"]
+    lines: list[str] = []
+    run_study(load_study(spec.path, others), out, log=lines.append)
+    steps = [line for line in lines if line.startswith("[")]
+    assert len(steps) == 3 * len(spec.runs) and all(s.endswith("(done)") for s in steps)
+
+
 def test_study_refuses_a_folder_trained_with_another_config(finished_study, tmp_path):
     spec, out, _ = finished_study
     changed = _write_study(tmp_path)
