@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from phaseguard.build import build_method
 from phaseguard.config import AttackConfig, Config
 from phaseguard.data import load_dataset, random_crop_flip
+from phaseguard.errors import ConfigError
 from phaseguard.methods.adversarial import kl_div
 from phaseguard.methods.dat import distractor_statistics, js_divergence
 from phaseguard.methods.objective import objective_loss
@@ -446,3 +447,70 @@ def test_distractor_statistics_measure_what_the_generator_changes(batch):
     mixed = recompose(mix_amplitude(amplitude, constant, lam), phase)
     flat = distractor_statistics(x_raw, mixed, amplitude, phase, constant, lam)
     assert flat["ag_std"].item() == 0 and flat["ag_effect"].item() == 0
+
+
+def test_log_scale_generator_scales_the_image_amplitude(batch):
+    """generator_output=log_scale: A_G = |F(x)| * exp(offset), offset in (-s, s) per frequency
+    and channel; x_hat is the recomposition of its mix with |F(x)|; the generator's gradient
+    is on the amplitude's scale, far larger relative to its weights than the sigmoid map's."""
+    x_raw = batch[0]
+    relative = {}
+    for output in ("sigmoid", "log_scale"):
+        method, _ = make_dat(augment=False, generator_output=output, generator_log_scale=0.5)
+        torch.manual_seed(3)
+        v = method.views(x_raw)
+        if output == "log_scale":
+            assert v["output"].abs().max() < 0.5 and v["output"].std() > 0
+            assert torch.allclose(v["distractor"], v["amplitude"] * v["output"].exp())
+        else:
+            assert torch.equal(v["distractor"], v["output"])
+        mixed = recompose(mix_amplitude(v["amplitude"], v["distractor"], v["lam"]), v["phase"])
+        assert torch.allclose(v["x_hat"], mixed.to(x_raw.dtype), atol=1e-6)
+        b = run_prepare(method, batch)
+        method.trainable_loss("generator", b).backward()
+        params = generator_params(method)
+        grad = torch.cat([p.grad.flatten() for p in params]).norm()
+        relative[output] = (grad / torch.cat([p.detach().flatten() for p in params]).norm()).item()
+    assert relative["log_scale"] > 5 * relative["sigmoid"], relative  # 14x here
+
+    method, _ = make_dat(generator_output="log_scale", generator_log_scale=0.5, amplitude="random")
+    out = method.views(x_raw)["output"]
+    assert out.min() >= -0.5 and out.max() <= 0.5 and out.std() > 0.2
+
+
+def test_adamw_generator_and_its_travel_over_an_epoch(batch):
+    """generator_optimizer=adamw builds AdamW with betas (momentum, 0.999); epoch_metrics
+    reports how far the generator's output moved on the epoch's first inputs (0 before any
+    step), without touching its BN statistics, and starts over with the next epoch."""
+    travel = {}
+    for optimizer, lr in (("sgd", 0.1), ("adamw", 1e-3)):
+        method, net = make_dat(generator_optimizer=optimizer, generator_lr=lr)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        step = TrainingStep(method, net, opt)
+        trained = step.trained["generator"].optimizer
+        assert type(trained) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optimizer]
+        assert trained.param_groups[0]["lr"] == lr
+        net.train()
+        torch.manual_seed(0)
+        step(*batch)
+        buffers = [b.clone() for b in method.generator.module.buffers()]
+        metrics = method.epoch_metrics()
+        assert all(torch.equal(a, b) for a, b in zip(buffers, method.generator.module.buffers()))
+        travel[optimizer] = metrics["ag_travel"]
+        assert method.epoch_metrics() == {}  # until the next epoch's first batch
+    assert travel["adamw"] > 10 * travel["sgd"] > 0, travel
+    assert trained.param_groups[0]["betas"] == (0.9, 0.999)  # generator_momentum's default
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"generator_output": "exp"},
+        {"generator_optimizer": "adam"},
+        {"generator_log_scale": 0},
+        {"generator_log_scale": float("nan")},
+    ],
+)
+def test_bad_generator_options_are_refused(options):
+    with pytest.raises(ConfigError, match=f"method.{next(iter(options))}"):
+        make_dat(**options)

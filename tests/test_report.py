@@ -156,12 +156,12 @@ DAT_SECTION = "DAT: amplitude mix-up and its adversarial example"
 def test_dat_section_shows_what_the_distractor_did_each_epoch(runs, report):
     page = report.read_text()
     distractor = parse(section(page, DAT_SECTION)).tables[0]
-    assert distractor[0][-3:] == ["A_G mean", "A_G std", "A_G effect"]
-    logged = [
-        [f"{r[k]:.4f}" for k in ("train_ag_mean", "train_ag_std", "train_ag_effect")]
-        for r in read_log(runs[1] / "log.csv")
-    ]
-    assert [row[-3:] for row in distractor[1:]] == logged  # the DAT run's epochs only
+    assert distractor[0][-4:] == ["G mean", "G std", "G effect", "G travel"]
+    keys = ("train_ag_mean", "train_ag_std", "train_ag_effect", "train_ag_travel")
+    logged = [[f"{r[k]:.4f}" for k in keys] for r in read_log(runs[1] / "log.csv")]
+    assert [row[-4:] for row in distractor[1:]] == logged  # the DAT run's epochs only
+    assert all(float(row[-1]) > 0 for row in distractor[1:])  # the generator moved
+    assert "the amplitude map A_G" in page
 
 
 def test_dat_figure_appears_for_the_dat_run_only(report):
@@ -359,6 +359,7 @@ def test_dat_views_from_the_checkpoint_are_what_dat_trains_on(runs):
     torch.testing.assert_close(v["amplitude"], amplitude)
     torch.testing.assert_close(v["phase"], phase)
     assert ((v["distractor"] > 0) & (v["distractor"] < 1)).all()
+    assert torch.equal(v["output"], v["distractor"]) and not d.log_scale
     assert ((v["lam"] >= 0) & (v["lam"] < 1)).all()  # mix_max 1
     mixed = mix_amplitude(amplitude, v["distractor"], v["lam"])
     torch.testing.assert_close(v["x_hat"], recompose(mixed, phase))  # x's phase, no crop/flip
@@ -370,8 +371,10 @@ def test_dat_views_from_the_checkpoint_are_what_dat_trains_on(runs):
     assert all(torch.equal(v[name], again[name]) for name in v)
 
 
-def test_dat_figure_renders_rgb_images(tmp_path):
-    """RGB: DAT's views of real CIFAR-10 images (foolbox's 20) through a fresh 3-channel DAT."""
+@pytest.mark.parametrize("output", ["sigmoid", "log_scale"])
+def test_dat_figure_renders_rgb_images(tmp_path, output):
+    """RGB: DAT's views of real CIFAR-10 images (foolbox's 20) through a fresh 3-channel DAT,
+    with the reference's generator and with the log-amplitude one."""
     import importlib.util
 
     spec = importlib.util.find_spec("foolbox")
@@ -382,12 +385,14 @@ def test_dat_figure_renders_rgb_images(tmp_path):
     x = x.permute(0, 3, 1, 2).float() / 255
     y = torch.tensor([int(f.stem.rsplit("_", 1)[1]) for f in files])
     torch.manual_seed(0)
-    cfg = tiny_config("method.name=dat")
+    cfg = tiny_config("method.name=dat", f"method.generator_output={output}")
     net = create_model("smallcnn", 10, 3, split_bn=True, width=8)
     method = build_method(cfg, net, 10, (3, 32, 32))
     with torch.no_grad():
         views = method.views(x, y)
-    d = DATViews(x, y, views, [str(c) for c in range(10)], True, cfg.attack.eps, "linf", 0, 0)
+    log_scale = output == "log_scale"
+    classes = [str(c) for c in range(10)]
+    d = DATViews(x, y, views, classes, True, log_scale, cfg.attack.eps, "linf", 0, 0)
     out = plot_dat_views(d, tmp_path / "rgb.png")
     assert_valid_png(out)
     with Image.open(out) as im:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
@@ -58,8 +58,9 @@ class MethodContext:
 class Trainable:
     """A module a method trains beside the classifier, with its optimiser settings.
 
-    The trainer gives it an SGD optimiser at a fixed learning rate (the classifier's schedule
-    does not apply), replicates it under DDP (``model``: what forwards call; the module itself
+    The trainer gives it an optimiser at a fixed learning rate (the classifier's schedule does
+    not apply; :meth:`make_optimizer`: SGD, or AdamW with betas (momentum, 0.999) and decoupled
+    weight decay), replicates it under DDP (``model``: what forwards call; the module itself
     when not distributed), scales its gradients under fp16 and checkpoints module and optimiser.
 
     ``joint``: its gradients come with the classifier's backward (e.g. through a gradient
@@ -71,6 +72,7 @@ class Trainable:
     lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     maximise: bool = False
     joint: bool = False
     model: nn.Module | None = None
@@ -78,6 +80,17 @@ class Trainable:
     def __post_init__(self) -> None:
         if self.model is None:
             self.model = self.module
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of ``module``'s parameters with these settings."""
+        params = self.module.parameters()
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(
+                params, lr=self.lr, betas=(self.momentum, 0.999), weight_decay=self.weight_decay
+            )
+        return torch.optim.SGD(
+            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
 
 
 class Backward(Protocol):
@@ -134,6 +147,11 @@ class Method:
         loss, metrics = self.loss(model, batch)
         backward(loss)
         return loss.detach(), metrics
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Measurements the method makes once per epoch, after its last training iteration
+        (logged as ``train_<key>``); none by default."""
+        return {}
 
     def trainable_loss(self, name: str, batch: Batch) -> torch.Tensor:
         """The objective of the trainable ``name`` (not joint), on the classifier as updated by

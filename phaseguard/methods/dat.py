@@ -71,6 +71,14 @@ class DATOptions:
     generator_momentum: float = 0.9
     generator_weight_decay: float = 5e-4
     generator_bn_eps: float = 0.8  # the reference's BatchNorm1d(n, 0.8): eps, not momentum
+    # beyond the paper (default off): "log_scale": the generator outputs an offset in (-s, s)
+    # of the image's log-amplitude, A_G = |F(x)| * exp(s * tanh(g)), s = generator_log_scale,
+    # instead of a sigmoid map in (0, 1) mixed with raw magnitudes (docs/dat.md section 13)
+    generator_output: Literal["sigmoid", "log_scale"] = "sigmoid"
+    generator_log_scale: float = 1.0
+    # the generator's optimiser: "adamw" has betas (generator_momentum, 0.999) and decoupled
+    # weight decay (generator_weight_decay)
+    generator_optimizer: Literal["sgd", "adamw"] = "sgd"
     eaeg_eps: float | None = None  # EAEG ball radius (None: attack.eps)
     eaeg_step: float | None = None  # EAEG step (None: attack.step)
     eaeg_steps: int = 5  # EAEG steps K
@@ -121,28 +129,43 @@ def js_divergence(logits_a: Tensor, logits_b: Tensor) -> Tensor:
 
 #: What :func:`distractor_statistics` reports per batch (training logs them per epoch).
 AG_STATISTICS = ("ag_mean", "ag_std", "ag_effect")
+#: Images of the probe on which :meth:`DAT.epoch_metrics` measures the generator's travel.
+PROBE_SIZE = 64
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
 
 
 @torch.no_grad()
 def distractor_statistics(
-    x_raw: Tensor, mixed: Tensor, amplitude: Tensor, phase: Tensor, distractor: Tensor, lam: Tensor
+    x_raw: Tensor,
+    mixed: Tensor,
+    amplitude: Tensor,
+    phase: Tensor,
+    output: Tensor,
+    lam: Tensor,
+    distractor_of: Callable[[Tensor], Tensor] = _identity,
 ) -> dict[str, Tensor]:
-    """Whether the distractor A_G matters, per batch (0-dim float32 tensors, no host sync).
+    """Whether the generator's output matters, per batch (0-dim float32 tensors, no host sync).
 
-    ``ag_mean`` and ``ag_std``: of A_G's values over the batch. ``ag_effect``: how much of
-    x_hat's change from x comes from A_G's variation: mean |x_hat - x_hat_const| / mean
-    |x_hat - x|, where x_hat_const mixes A_G's batch mean (one map for all images) instead of
-    A_G, both before augmentation. 0: a constant map would give the same x_hat; near 1: A_G's
-    variation is the whole change. Deterministic: draws nothing from any random generator.
+    ``ag_mean`` and ``ag_std``: of the output's values over the batch (the amplitude map A_G in
+    (0, 1), or the log-amplitude offset with ``generator_output: log_scale``). ``ag_effect``:
+    how much of x_hat's change from x comes from the output's variation: mean
+    |x_hat - x_hat_const| / mean |x_hat - x|, where x_hat_const is made from the output's batch
+    mean (one map for all images) instead of the output, both before augmentation. 0: a
+    constant map would give the same x_hat; near 1: the output's variation is the whole change.
+    Deterministic: draws nothing from any random generator.
 
-    x_raw, mixed (x_hat before augmentation): [B,C,H,W] in [0,1]; amplitude, phase,
-    distractor: float32 [B,C,H,W] (:func:`~phaseguard.spectrum.decompose`); lam: [B].
+    x_raw, mixed (x_hat before augmentation): [B,C,H,W] in [0,1]; amplitude, phase, output:
+    float32 [B,C,H,W] (:func:`~phaseguard.spectrum.decompose`); lam: [B]; ``distractor_of``
+    turns an output into the amplitude that is mixed (the identity for A_G).
     """
-    constant = distractor.mean(0, keepdim=True).expand_as(distractor)
-    mixed_const = recompose(mix_amplitude(amplitude, constant, lam), phase)
+    constant = output.mean(0, keepdim=True).expand_as(output)
+    mixed_const = recompose(mix_amplitude(amplitude, distractor_of(constant), lam), phase)
     change = (mixed - x_raw.float()).abs().mean()
     effect = (mixed - mixed_const).abs().mean() / change.clamp_min(1e-12)
-    return {"ag_mean": distractor.mean(), "ag_std": distractor.std(), "ag_effect": effect}
+    return {"ag_mean": output.mean(), "ag_std": output.std(), "ag_effect": effect}
 
 
 @contextlib.contextmanager
@@ -194,18 +217,38 @@ class DAT(Method):
             norm=a.norm,
         )
         self._mixed_augmentation()  # an unusable mixed_padding fails here, not mid-training
+        self._check_generator_options()
         self.uses_generator = o.mixed_branch and o.mixup and o.amplitude == "generator"
+        self.log_scale = o.generator_log_scale if o.generator_output == "log_scale" else None
         # built even where unused, so that the random stream does not depend on the options
+        generator = AmplitudeGenerator(
+            ctx.num_classes, ctx.image_shape, o.z_dim, o.generator_bn_eps, self.log_scale
+        )
         self.generator = Trainable(
-            AmplitudeGenerator(ctx.num_classes, ctx.image_shape, o.z_dim, o.generator_bn_eps).to(
-                ctx.device
-            ),
+            generator.to(ctx.device),
             lr=o.generator_lr,
             momentum=o.generator_momentum,
             weight_decay=o.generator_weight_decay,
+            optimizer=o.generator_optimizer,
             maximise=True,
             joint=o.generator_update == "joint",
         )
+        # the generator's inputs and output on the first images of the epoch (epoch_metrics)
+        self._probe_inputs: tuple[Tensor, Tensor] | None = None
+        self._probe_start: Tensor | None = None
+
+    def _check_generator_options(self) -> None:
+        o = self.options
+        choices = {
+            "generator_output": ("sigmoid", "log_scale"),
+            "generator_optimizer": ("sgd", "adamw"),
+        }
+        for key, allowed in choices.items():
+            if getattr(o, key) not in allowed:
+                raise ConfigError(f"method.{key}={getattr(o, key)!r} must be one of {allowed}")
+        s = o.generator_log_scale
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < float("inf"):
+            raise ConfigError(f"method.generator_log_scale={s!r} must be a positive number")
 
     def trainables(self) -> dict[str, Trainable]:
         return {"generator": self.generator} if self.uses_generator else {}
@@ -238,10 +281,12 @@ class DAT(Method):
             raise ConfigError(f"method.mixed_padding={padding!r}: {e}") from None
 
     # -- batch ------------------------------------------------------------------------------
-    def _distractor_amplitude(self, x_raw: Tensor) -> Tensor:
-        """A_G [B,C,H,W] in (0,1): the generator's on the raw image's logits, or uniform noise."""
+    def _generator_output(self, x_raw: Tensor) -> Tensor:
+        """[B,C,H,W]: the generator's output on the raw image's logits (A_G in (0,1), or the
+        log-amplitude offset in (-s, s)), or uniform noise over the same range."""
         if not self.uses_generator:
-            return torch.rand_like(x_raw)
+            noise = torch.rand_like(x_raw)
+            return noise if self.log_scale is None else self.log_scale * (2 * noise - 1)
         model = self.ctx.model
         was_training = model.training
         model.eval()
@@ -249,33 +294,63 @@ class DAT(Method):
             logits = model(x_raw).float()
         model.train(was_training)
         z = torch.randn(len(x_raw), self.options.z_dim, device=x_raw.device)
+        if self._probe_start is None and model.training:  # the first training batch of an epoch
+            self._probe_inputs = (z[:PROBE_SIZE].clone(), logits[:PROBE_SIZE].clone())
+            self._probe_start = self._probe()
         return self.generator.model(z, logits)
+
+    def _distractor(self, output: Tensor, amplitude: Tensor) -> Tensor:
+        """The amplitude mixed into x_hat: A_G itself, or |F(x)| * exp(offset) (log_scale)."""
+        return output if self.log_scale is None else amplitude * output.exp()
+
+    @torch.no_grad()
+    def _probe(self) -> Tensor:
+        """The generator's output (float32) on the probe inputs, its BN statistics untouched."""
+        z, logits = self._probe_inputs
+        module = self.generator.module
+        with torch.autocast(z.device.type, enabled=False), frozen_bn_statistics(module):
+            return module(z, logits).float()
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """``ag_travel``: how far the generator's output moved over the epoch, the mean
+        absolute change of its output on the epoch's first (up to 64) noise vectors and logits,
+        in the output's units (A_G, or the log-amplitude offset). Empty without a generator."""
+        if self._probe_start is None:
+            return {}
+        travel = (self._probe() - self._probe_start).abs().mean().item()
+        self._probe_start = None
+        return {"ag_travel": travel}
 
     def views(self, x_raw: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """The amplitude mix-up of the raw images x_raw [B,C,H,W] in [0,1], step by step
         (docs/dat.md section 3); what training and the report's DAT figure use.
 
         Returns ``amplitude`` |F(x_raw)|, fftshift-ed, and ``phase`` angle(F(x_raw)), unshifted
-        (float32 [B,C,H,W], :func:`~phaseguard.spectrum.decompose`); ``distractor`` A_G, float32
-        [B,C,H,W] in (0,1): the generator's on the logits of x_raw (uniform noise with
-        ``amplitude: random``); ``lam`` [B] in [0, mix_max); ``x_hat`` [B,C,H,W] in [0,1]:
-        ``recompose(lam * A_G + (1 - lam) * amplitude, phase)``, augmented (the training
-        crop/flip, its padding ``mixed_padding`` when set), graph to the generator kept; the
-        0-dim statistics of :func:`distractor_statistics` (``ag_mean``, ``ag_std``,
+        (float32 [B,C,H,W], :func:`~phaseguard.spectrum.decompose`); ``output``, float32
+        [B,C,H,W]: the generator's on the logits of x_raw, A_G in (0,1) or, with
+        ``generator_output: log_scale``, the log-amplitude offset in (-s, s) (uniform noise
+        over that range with ``amplitude: random``); ``distractor``: the amplitude mixed in, A_G
+        or ``amplitude * exp(offset)``; ``lam`` [B] in [0, mix_max); ``x_hat`` [B,C,H,W] in
+        [0,1]: ``recompose(lam * distractor + (1 - lam) * amplitude, phase)``, augmented (the
+        training crop/flip, its padding ``mixed_padding`` when set), graph to the generator
+        kept; the 0-dim statistics of :func:`distractor_statistics` (``ag_mean``, ``ag_std``,
         ``ag_effect``). With labels y (int64 [B]) also ``x_hat_adv``: :meth:`attack_mixed`.
         Draws lam, then the generator's noise, from the global torch generator.
         """
         amplitude, phase = decompose(x_raw)
         lam = torch.rand(len(x_raw), device=x_raw.device) * self.options.mix_max
-        distractor = self._distractor_amplitude(x_raw).float()
+        output = self._generator_output(x_raw).float()
+        distractor = self._distractor(output, amplitude)
         mixed = recompose(mix_amplitude(amplitude, distractor, lam), phase)
+        distractor_of = lambda o: self._distractor(o, amplitude)  # noqa: E731
         out = {
             "amplitude": amplitude,
             "phase": phase,
+            "output": output,
             "distractor": distractor,
             "lam": lam,
             "x_hat": self._mixed_augmentation()(mixed.to(x_raw.dtype)),
-            **distractor_statistics(x_raw, mixed, amplitude, phase, distractor, lam),
+            **distractor_statistics(x_raw, mixed, amplitude, phase, output, lam, distractor_of),
         }
         if y is not None:
             out["x_hat_adv"] = self.attack_mixed(out["x_hat"], y)

@@ -35,9 +35,11 @@ class DATViews:
     """DAT's views of k test images, all on the CPU.
 
     ``x``: float32 [k,C,H,W] in [0,1]; ``y``: int64 [k]; ``views``: what
-    :meth:`~phaseguard.methods.dat.DAT.views` returns for them (amplitude, phase, distractor,
-    lam, x_hat, x_hat_adv), detached. ``generated``: the distractor is the generator's (False:
-    uniform noise, ``method.amplitude=random``). ``eps``/``norm``: the EAEG ball of x_hat_adv.
+    :meth:`~phaseguard.methods.dat.DAT.views` returns for them (amplitude, phase, output,
+    distractor, lam, x_hat, x_hat_adv), detached. ``generated``: the output is the generator's
+    (False: uniform noise, ``method.amplitude=random``). ``log_scale``: the output is a
+    log-amplitude offset (``method.generator_output=log_scale``), not an amplitude map.
+    ``eps``/``norm``: the EAEG ball of x_hat_adv.
     """
 
     x: Tensor
@@ -45,6 +47,7 @@ class DATViews:
     views: dict[str, Tensor]
     classes: list[str]
     generated: bool
+    log_scale: bool
     eps: float
     norm: str
     epoch: int
@@ -102,6 +105,7 @@ def dat_views(
         views={name: v.detach().cpu() for name, v in views.items()},
         classes=list(meta.classes),
         generated=method.uses_generator,
+        log_scale=method.log_scale is not None,
         eps=method.eaeg.eps,
         norm=method.eaeg.norm,
         epoch=int(state["epoch"]),
@@ -116,14 +120,18 @@ def _image(t: Tensor) -> Tensor:
 
 def plot_dat_views(d: DATViews, out: Path) -> Path:
     """Write the figure (PNG ``out``): one column per image; rows x, log(1+|F(x)|), phase of x
-    (both fftshift-ed, DC in the centre; channel 0 for RGB), distractor amplitude (channel 0,
-    one colour scale over the row, its range in the row label), x_hat with its lam, x_hat';
+    (both fftshift-ed, DC in the centre; channel 0 for RGB), the generator's output (A_G, or
+    the log-amplitude offset; channel 0, one colour scale over the row, its range in the row
+    label), x_hat with its lam, x_hat';
     the title names the checkpoint (last), its epoch, the number of images, EAEG's ball and
     the seed."""
     v = d.views
     shifted_phase = torch.fft.fftshift(v["phase"], dim=(-2, -1))
-    distractor = v["distractor"][:, 0]
-    lo, hi = distractor.min().item(), distractor.max().item()
+    output = v["output"][:, 0]
+    lo, hi = output.min().item(), output.max().item()
+    name = "A_G" if d.generated else "A (noise)"
+    if d.log_scale:
+        name = "log-amp. offset" if d.generated else "offset (noise)"
     channel = "" if d.x.shape[1] == 1 else " (ch 0)"
     rows = [
         ("x", lambda i: _image(d.x[i]), dict(cmap="gray", vmin=0, vmax=1)),
@@ -134,8 +142,8 @@ def plot_dat_views(d: DATViews, out: Path) -> Path:
             dict(cmap="twilight", vmin=-pi, vmax=pi),
         ),
         (
-            f"{'A_G' if d.generated else 'A (noise)'}{channel} in\n[{lo:.3f}, {hi:.3f}]",
-            lambda i: distractor[i],
+            f"{name}{channel} in\n[{lo:.3f}, {hi:.3f}]",
+            lambda i: output[i],
             dict(cmap="viridis", vmin=lo, vmax=hi),
         ),
         ("x_hat (mixed)", lambda i: _image(v["x_hat"][i]), dict(cmap="gray", vmin=0, vmax=1)),

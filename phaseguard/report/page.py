@@ -346,14 +346,21 @@ def _distractor_table(log: list[dict[str, float]], label: str, cfg: Config) -> s
     body = "".join(
         f"{_context(label, 'training', int(r['epoch']), n, a.norm, a.eps)}"
         f"<td>{_fixed(r.get('train_ag_mean'))}</td><td>{_fixed(r.get('train_ag_std'))}</td>"
-        f"<td>{_fixed(r['train_ag_effect'])}</td></tr>"
+        f"<td>{_fixed(r['train_ag_effect'])}</td><td>{_fixed(r.get('train_ag_travel'))}</td></tr>"
         for r in rows
     )
+    output = (
+        "the log-amplitude offset"
+        if cfg.method.get("generator_output") == "log_scale"
+        else "the amplitude map A_G"
+    )
     return (
-        f"<table>{_header('A_G mean', 'A_G std', 'A_G effect')}{body}</table><p>Means over "
-        "each epoch's training batches (n: training images; docs/dat.md section 3). A_G effect: "
-        "the share of x_hat's change from x that A_G's variation causes, against its batch-mean "
-        "map; near 0, a constant amplitude map would give the same x_hat.</p>"
+        f"<table>{_header('G mean', 'G std', 'G effect', 'G travel')}{body}</table><p>The "
+        f"generator's output G is {output}. Mean, std and effect: means over each epoch's "
+        "training batches (n: training images; docs/dat.md sections 3 and 13). Effect: the "
+        "share of x_hat's change from x that G's variation causes, against its batch-mean map; "
+        "near 0, a constant map would give the same x_hat. Travel: the mean absolute change of "
+        "G over the epoch on the epoch's first inputs; near 0, the generator does not learn.</p>"
     )
 
 

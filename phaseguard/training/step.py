@@ -60,8 +60,8 @@ class TrainingStep:
     """Runs iterations of ``method`` on ``model`` (what the loss runs through: the classifier,
     DDP-wrapped when distributed) with the classifier's ``optimizer``, in ``precision``.
 
-    The method's trainables get an SGD optimiser with their own settings and are replicated
-    under DDP when ``dist`` is enabled.
+    The method's trainables get their own optimisers (:meth:`Trainable.make_optimizer`) and are
+    replicated under DDP when ``dist`` is enabled.
     """
 
     def __init__(
@@ -80,9 +80,7 @@ class TrainingStep:
         self.trained: dict[str, _Trained] = {}
         for name, t in method.trainables().items():
             t.model = replicate(t.module, dist or DistInfo(), device)
-            optimizer_t = torch.optim.SGD(
-                t.module.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
-            )
+            optimizer_t = t.make_optimizer()
             scaler = self.scaler if t.joint else make_scaler(precision, device)
             self.trained[name] = _Trained(t, optimizer_t, scaler)
         self.backward = ScaledBackward(model, self.scaler)

@@ -324,6 +324,7 @@ class Trainer:
         totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.dist)
         means = (totals / (steps * self.dist.world_size)).tolist()
         row = {f"train_{k}": v for k, v in zip(keys, means)}
+        row.update({f"train_{k}": v for k, v in self.step.method.epoch_metrics().items()})
         row.update(lr=lr, seconds=seconds, images_per_s=steps * cfg.train.batch_size / seconds)
         return row
 
