@@ -115,7 +115,9 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 def _cmd_study(args: argparse.Namespace) -> None:
     from .study import load_study, resolve_study, run_study
+    from .study_executors import make_executor
 
+    executor = make_executor(args.executor, args.address, args.cpus_per_run, args.gpus_per_run)
     if args.study and "=" in args.study and not Path(args.study).is_file():
         args.study, args.overrides = None, [args.study, *args.overrides]  # --preset x a.b=1
     spec = load_study(resolve_study(args.study, args.preset), args.overrides, args.imports)
@@ -123,7 +125,9 @@ def _cmd_study(args: argparse.Namespace) -> None:
         for run in spec.runs:
             print(f"{run.label}: {preset_label(run.config)} {' '.join(run.overrides)}")
         return
-    summary = run_study(spec, args.out, log=lambda line: print(line, file=sys.stderr))
+    summary = run_study(
+        spec, args.out, log=lambda line: print(line, file=sys.stderr), executor=executor
+    )
     print((Path(args.out) / "summary.md").read_text(), end="")
     print(f"wrote {args.out}/study.json, summary.md, study.png ({summary['total_seconds']:.0f} s)")
 
@@ -315,6 +319,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a study preset: small (this CPU) or full (list studies)")
     p.add_argument("--out", required=True, help="study folder (run again to continue it)")
     p.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: the runs one after another in this process (default); ray: as many at "
+        "once as the Ray cluster's resources allow (pip install 'phaseguard[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="ray: join the Ray cluster at ADDR (default: start Ray on this machine)",
+    )
+    p.add_argument(
+        "--cpus-per-run",
+        type=int,
+        metavar="N",
+        help="ray: CPUs of each run, also its torch threads (1)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=float,
+        metavar="G",
+        help="ray: GPUs of each run, 0 to 1, fractions share a GPU (0)",
+    )
     p.set_defaults(func=_cmd_study)
 
     p = command("data", help="datasets: download, info, list")

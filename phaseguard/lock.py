@@ -10,7 +10,8 @@ process simply takes over; it then removes the temporary files the killed proces
 interrupted writes left in the folder (and in a run folder's ``checkpoints/``;
 :func:`phaseguard.files.remove_stale_temporaries`).
 
-Within one process the lock is re-entrant (a study holds its folder and each run's while the
+Within one process the lock is re-entrant (a study's driver holds the study folder, and the
+process doing one of its runs, the driver itself or a Ray worker, holds the run folder while the
 run's own commands take it again). ``flock`` works on local file systems and on NFS (where
 Linux maps it to a POSIX byte-range lock): on a cluster keep run folders on such a shared file
 system.

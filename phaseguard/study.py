@@ -13,21 +13,21 @@ evaluation::
     eval: {attacks: [natural, pgd20, cw, aa], n: 500}   # one summary column per attack
     analyze: {n: 500}
 
-Every run lives in ``OUT/runs/LABEL`` and goes through train -> eval -> analyze; each step is
-skipped when its output is already there for what it depends on (training: the epochs; eval and
-analyze: the weights of the best checkpoint, the number of images, the attacks), and an interrupted
-training resumes from its last checkpoint, so a study is continued by running the same command
-again; each step logs a line when it starts and one with its seconds when it ends. The summary
-(``study.json``, ``summary.md``, ``study.png``) is rebuilt from the run folders at the end: mean
-and sample standard deviation over seeds per method, one row per ablation
-(:mod:`phaseguard.study_summary`).
+Every run lives in ``OUT/runs/LABEL`` and goes through train -> eval -> analyze
+(:mod:`phaseguard.study_run`); each step is skipped when its output is already there for what it
+depends on (training: the epochs; eval and analyze: the weights of the best checkpoint, the number
+of images, the attacks), and an interrupted training resumes from its last checkpoint, so a study
+is continued by running the same command again, with either executor; each step logs a line when
+it starts and one with its seconds when it ends. The runs are done one after another in this
+process or in parallel as Ray tasks (:mod:`phaseguard.study_executors`); a run that fails is
+reported and the others go on. ``timings.json`` gets each run's seconds and wall-clock spans per
+step as the run ends. The summary (``study.json``, ``summary.md``, ``study.png``) is rebuilt from
+the run folders when every run is done: mean and sample standard deviation over seeds per method,
+one row per ablation (:mod:`phaseguard.study_summary`).
 """
 
 from __future__ import annotations
 
-import json
-import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +35,13 @@ from typing import Any
 
 from .attacks import eval_attack
 from .config import PRESETS_DIR, Config, load_config, load_yaml, resolve_config
-from .errors import ConfigError, Interrupted
+from .errors import ConfigError, PhaseguardError
 from .files import write_json
-from .fingerprint import weights_sha256
 from .lock import folder_lock
 from .run_dir import RunDir
-from .study_summary import read_timings, summarize, write_summary
+from .study_executors import Executor, LocalExecutor
+from .study_run import RunOutcome, run_config
+from .study_summary import load_timings, summarize, write_summary
 from .user_modules import import_modules
 
 STUDY_PRESETS_DIR = PRESETS_DIR / "study"
@@ -155,128 +156,50 @@ def load_study(
     )
 
 
-# -- one run ---------------------------------------------------------------------------------
-def _measured(path: Path, run: RunDir, n: int) -> dict[str, Any] | None:
-    """The JSON at ``path`` (eval.json, analysis.json) when it measured the weights of the run's
-    best checkpoint on ``n`` images, else None (missing, unreadable or stale: measure again)."""
-    from .loading import load_model
-
-    try:
-        done = json.loads(path.read_text())
-        measured = done["info"]["model_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    best = weights_sha256(load_model(run.root, which="best", device="cpu").model)
-    return done if measured == best and done.get("n") == n else None
-
-
-def _trained(run: RunDir, cfg: Config) -> bool:
-    from .training.logger import read_log
-
-    return run.log_csv.is_file() and len(read_log(run.log_csv)) >= cfg.train.epochs
-
-
-#: ``train`` settings that cannot change a run's results: a run trained with other values of
-#: them is the same run (the study's values are used from then on).
-NOT_IDENTITY = ("progress", "threads", "device", "compile")
-
-
-def _identity(cfg: Config) -> dict[str, Any]:
-    """What makes a run that run: its config without :data:`NOT_IDENTITY`."""
-    tree = cfg.to_dict()
-    tree["train"] = {k: v for k, v in tree["train"].items() if k not in NOT_IDENTITY}
-    return tree
-
-
-def _config(study_run: StudyRun, run: RunDir) -> Config:
-    """The run's config (with the precision and layout the run resolved when it started);
-    refused when the folder was trained with another one (:func:`_identity`)."""
-    from .training import resume_config
-    from .training.precision import adopt_resolved
-
-    cfg = study_run.load()
-    if not run.has_checkpoint():
-        return cfg
-    stored = resume_config(run.root)
-    cfg = adopt_resolved(cfg, stored)
-    if _identity(stored) != _identity(cfg):
-        raise ConfigError(
-            f"{run.root} was trained with another config than the study now asks for; "
-            "remove that folder or use another --out"
-        )
-    return cfg
-
-
-def _evaluated(run: RunDir, spec: StudySpec) -> bool:
-    done = _measured(run.eval_json, run, spec.eval_n)
-    return done is not None and set(spec.eval_attacks) <= set(done.get("attacks", ()))
-
-
-def _steps(
-    study_run: StudyRun, run: RunDir, spec: StudySpec
-) -> list[tuple[str, Callable[[], bool], Callable[[], object]]]:
-    """(name, is it done?, do it) for train -> eval -> analyze; asked in order, after the
-    previous step ran, since each depends on the checkpoint the one before leaves."""
-    from .runs import analyze_run, evaluate_run
-    from .training import train
-
-    cfg = _config(study_run, run)
-    return [
-        (
-            "train",
-            lambda: _trained(run, cfg),
-            lambda: train(cfg, run.root, resume=run.has_checkpoint()),
-        ),
-        (
-            "eval",
-            lambda: _evaluated(run, spec),
-            lambda: evaluate_run(run.root, attacks=spec.eval_attacks, n=spec.eval_n),
-        ),
-        (
-            "analyze",
-            lambda: _measured(run.analysis_json, run, spec.analyze_n) is not None,
-            lambda: analyze_run(run.root, n=spec.analyze_n),
-        ),
-    ]
+class StudyFailed(PhaseguardError):
+    """Some runs of a study failed (each reported its error); the others are done."""
 
 
 def run_study(
-    spec: StudySpec, out: str | Path, log: Callable[[str], None] = print
+    spec: StudySpec,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and analyze every run not yet done, then write and return the summary,
-    holding the study folder's lock (:mod:`phaseguard.lock`) and each run folder's in turn.
+    """Train, evaluate and analyze every run not yet done with ``executor`` (default: one run
+    after another in this process; :mod:`phaseguard.study_executors`), then write and return
+    the summary. Holds the study folder's lock (:mod:`phaseguard.lock`) throughout; each run
+    folder's lock is held by the process that does the run. ``timings.json`` is written as each
+    run ends. A failed run does not stop the others.
 
     Raises:
-        FolderLocked: another process is writing into ``out`` or one of its runs.
+        FolderLocked: another process is writing into ``out``.
+        ConfigError: a run folder was trained with another config (before any run starts).
+        StudyFailed: some runs failed; the summary is not written.
         Interrupted: SIGINT or SIGTERM stopped it (the message says how to continue).
     """
     out = Path(out)
     with folder_lock(out):
         (out / "runs").mkdir(parents=True, exist_ok=True)
-        timings = read_timings(out)
-        for i, study_run in enumerate(spec.runs, 1):
-            run = RunDir(out / "runs" / study_run.label)
-            with folder_lock(run.root):
-                for step, done, do in _steps(study_run, run, spec):
-                    where = f"[{i}/{len(spec.runs)}] {study_run.label}: {step}"
-                    if done():  # a skipped step keeps the time it took when it ran
-                        log(f"{where} (done)")
-                        continue
-                    log(f"{where} started")
-                    start = time.perf_counter()
-                    try:
-                        do()
-                    except KeyboardInterrupt as exc:
-                        signum = getattr(exc, "signum", signal.SIGINT)
-                        raise Interrupted(
-                            f"study stopped by {signal.Signals(signum).name} in {where}; "
-                            "run the same command again to continue",
-                            signum,
-                        ) from None
-                    seconds = round(time.perf_counter() - start, 1)
-                    log(f"{where} finished in {seconds:.0f} s")
-                    timings.setdefault(study_run.label, {})[step] = seconds
-                    write_json(out / "timings.json", timings)
+        for study_run in spec.runs:  # refuse another config before hours of other runs
+            run_config(study_run, RunDir(out / "runs" / study_run.label))
+        timings = load_timings(out)
+        failed: set[str] = set()
+
+        def record(outcome: RunOutcome) -> None:
+            if outcome.error:
+                failed.add(outcome.label)
+            if outcome.seconds:
+                outcome.add_to(timings)
+                write_json(out / "timings.json", timings)
+
+        (executor or LocalExecutor()).run(spec, out, log, record)
+        if failed:
+            labels = [r.label for r in spec.runs if r.label in failed]
+            raise StudyFailed(
+                f"{len(labels)} of {len(spec.runs)} runs failed ({', '.join(labels)}; the "
+                "reasons are above); run the same command again to retry them"
+            )
         summary = summarize(spec, out)
         write_summary(summary, out)
     return summary

@@ -30,10 +30,24 @@ PHASE_COLUMNS = [
 ]
 
 
-def read_timings(out: Path) -> dict[str, dict[str, float]]:
-    """The seconds per step of each run (``out/timings.json``; empty before the first step)."""
+#: ``timings.json``'s key of a run's wall-clock spans beside the seconds of its steps:
+#: ``{LABEL: {STEP: seconds, ..., "spans": {STEP: [start, end]}}}`` (Unix times; the runs of a
+#: study done in parallel overlap).
+SPANS = "spans"
+
+
+def load_timings(out: Path) -> dict[str, dict[str, Any]]:
+    """``out/timings.json`` as it is (empty before the first step ran)."""
     path = out / "timings.json"
     return read_json(path, "study timings file") if path.is_file() else {}
+
+
+def read_timings(out: Path) -> dict[str, dict[str, float]]:
+    """The seconds per step of each run (``out/timings.json`` without the spans)."""
+    return {
+        label: {step: s for step, s in steps.items() if step != SPANS}
+        for label, steps in load_timings(out).items()
+    }
 
 
 @dataclass

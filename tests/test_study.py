@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-import yaml
 
 from phaseguard.checkpoint import load_checkpoint
 from phaseguard.cli import main
@@ -20,38 +19,20 @@ from phaseguard.errors import ConfigError
 from phaseguard.run_dir import RunDir
 from phaseguard.study import load_study, resolve_study, run_study
 from phaseguard.training.logger import read_log
-from tests.conftest import TINY
-
-
-def _write_study(folder, ablations=True, epochs=1):
-    common = [o for o in TINY if not o.startswith(("method.", "train.epochs"))]
-    (folder / "pgd.yaml").write_text(yaml.safe_dump({"method": {"name": "pgd_at"}}))
-    (folder / "dat.yaml").write_text(yaml.safe_dump({"method": {"name": "dat"}}))
-    spec = {
-        "methods": {"pgd_at": "pgd.yaml", "dat": "dat.yaml"},
-        "seeds": [0, 1],
-        "overrides": [*common, f"train.epochs={epochs}"],
-        "eval": {"attacks": ["natural", "pgd20"], "n": 48},
-        "analyze": {"n": 48},
-    }
-    if ablations:
-        spec["ablations"] = {"ablation_of": "dat", "runs": {"no_js": ["method.js=false"]}}
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+from tests.study_helpers import METHODS, write_study
 
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study")
-    spec = load_study(_write_study(folder))
+    spec = load_study(write_study(folder))
     out = folder / "out"
     summary = run_study(spec, out, log=lambda line: None)
     return spec, out, summary
 
 
 def test_plan_covers_methods_seeds_and_ablations(tmp_path):
-    spec = load_study(_write_study(tmp_path))
+    spec = load_study(write_study(tmp_path))
     labels = [r.label for r in spec.runs]
     assert labels == ["pgd_at_s0", "pgd_at_s1", "dat_s0", "dat_s1", "dat_no_js_s0"]
     cfgs = {r.label: r.load() for r in spec.runs}
@@ -104,9 +85,9 @@ def test_study_continues_where_it_stopped(finished_study):
 
 
 def test_a_killed_study_resumes_its_training_from_the_checkpoint(tmp_path):
-    study = _write_study(tmp_path, ablations=False, epochs=2)
-    text = study.read_text().replace("seeds:\n- 0\n- 1\n", "seeds:\n- 0\n")
-    study.write_text(text.replace("  dat: dat.yaml\n", ""))
+    study = write_study(
+        tmp_path, ablations=False, epochs=2, seeds=(0,), methods={"pgd_at": METHODS["pgd_at"]}
+    )
     out = tmp_path / "out"
     run = RunDir(out / "runs" / "pgd_at_s0")
     cmd = [sys.executable, "-m", "phaseguard", "study", str(study), "--out", str(out)]
@@ -141,7 +122,7 @@ def test_settings_that_cannot_change_results_do_not_make_another_run(finished_st
 
 def test_study_refuses_a_folder_trained_with_another_config(finished_study, tmp_path):
     spec, out, _ = finished_study
-    changed = _write_study(tmp_path)
+    changed = write_study(tmp_path)
     text = changed.read_text().replace("train.batch_size=64", "train.batch_size=32")
     changed.write_text(text)
     with pytest.raises(ConfigError, match="another config"):
