@@ -6,6 +6,10 @@ names the problem. The CLI prints that message on one line and exits with status
 callers can catch the class they care about.
 """
 
+from __future__ import annotations
+
+import signal
+
 
 class PhaseguardError(Exception):
     """Base class of every error phaseguard reports to the user."""
@@ -38,3 +42,10 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+    @classmethod
+    def of(cls, exc: KeyboardInterrupt, what: str, then: str) -> Interrupted:
+        """``{what}stopped by SIGNAL{then}`` for the signal behind ``exc`` (its ``signum``;
+        SIGINT for a plain KeyboardInterrupt)."""
+        signum = getattr(exc, "signum", signal.SIGINT)
+        return cls(f"{what}stopped by {signal.Signals(signum).name}{then}", signum)

@@ -215,11 +215,11 @@ class RayExecutor:
         except KeyboardInterrupt as exc:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            signum = getattr(exc, "signum", signal.SIGINT)
-            raise Interrupted(
-                f"study stopped by {signal.Signals(signum).name}; the {len(pending)} runs "
-                "not finished were cancelled; run the same command again to continue",
-                signum,
+            raise Interrupted.of(
+                exc,
+                "study ",
+                f"; the {len(pending)} runs not finished were cancelled; run the same command "
+                "again to continue",
             ) from None
 
 

@@ -11,7 +11,6 @@ process does a run next, with whichever executor, continues where the last one s
 from __future__ import annotations
 
 import json
-import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -188,11 +187,10 @@ def run_one(
                 outcome.spans[step] = [round(wall, 3), round(time.time(), 3)]
                 log(f"{step} finished in {outcome.seconds[step]:.0f} s")
     except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        raise Interrupted(
-            f"study stopped by {signal.Signals(signum).name} in {study_run.label}: {step}; "
-            "run the same command again to continue",
-            signum,
+        raise Interrupted.of(
+            exc,
+            "study ",
+            f" in {study_run.label}: {step}; run the same command again to continue",
         ) from None
     except Exception as exc:  # the run failed; the study goes on with the others
         if not isinstance(exc, PhaseguardError | OSError):

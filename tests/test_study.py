@@ -84,7 +84,8 @@ def test_study_continues_where_it_stopped(finished_study):
     assert re.fullmatch(r"\[2/5\] pgd_at_s1: eval finished in \d+ s", lines[at + 1])
 
 
-def test_a_killed_study_resumes_its_training_from_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_study_resumes_its_training_from_the_checkpoint(tmp_path, signum):
     study = write_study(
         tmp_path, ablations=False, epochs=2, seeds=(0,), methods={"pgd_at": METHODS["pgd_at"]}
     )
@@ -95,10 +96,16 @@ def test_a_killed_study_resumes_its_training_from_the_checkpoint(tmp_path):
     deadline = time.time() + 240
     while not run.has_checkpoint() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, signum)
+    err = proc.communicate()[1].decode()
     state = load_checkpoint(run.checkpoint("last"))
-    assert state["epoch"] == 1, proc.stderr.read().decode()
+    assert state["epoch"] == 1, err
+    if signum == signal.SIGTERM:  # stopped cleanly, in one line that says how to go on
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert err.splitlines()[-1] == (
+            "phaseguard: study stopped by SIGTERM in pgd_at_s0: train; "
+            "run the same command again to continue"
+        )
     first_epoch = state["history"][0]
     spec = load_study(study)
     assert [r.label for r in spec.runs] == ["pgd_at_s0"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -269,11 +268,11 @@ class Trainer:
                     self._print_epoch(row)
                 barrier(self.dist)
         except KeyboardInterrupt as exc:
-            signum = getattr(exc, "signum", signal.SIGINT)
-            raise Interrupted(
-                f"stopped by {signal.Signals(signum).name} in epoch {self.epoch + 1}; "
-                f"{self._last_good()}; continue with: phaseguard train --resume {self.run.root}",
-                signum,
+            raise Interrupted.of(
+                exc,
+                "",
+                f" in epoch {self.epoch + 1}; {self._last_good()}; "
+                f"continue with: phaseguard train --resume {self.run.root}",
             ) from None
         finally:
             if logger is not None:
