@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .cpu_memory import keep_freed_memory
 from .errors import ConfigError, Interrupted, PhaseguardError
 from .extras import require
-from .study_run import RunOutcome, run_one
+from .study_run import RunOutcome, error_line, run_one
 
 if TYPE_CHECKING:
     from .study import StudyRun, StudySpec
@@ -98,11 +98,6 @@ def _check_listening(address: str) -> None:
         ) from None
 
 
-def _error_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"
-
-
 @dataclass(frozen=True)
 class RayExecutor:
     """Every run as one Ray task needing ``cpus_per_run`` CPUs (and as many torch threads) and
@@ -157,7 +152,7 @@ class RayExecutor:
                 ray.init(address="local", include_dashboard=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             what = f"join the Ray cluster at {self.address}" if self.address else "start Ray"
-            raise PhaseguardError(f"cannot {what}: {_error_line(exc)}") from None
+            raise PhaseguardError(f"cannot {what}: {error_line(exc)}") from None
         if on_sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_sigterm)  # ray.init replaced it by sys.exit
 
@@ -207,7 +202,7 @@ class RayExecutor:
                     try:
                         outcome = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # the worker died every try
-                        outcome = RunOutcome(label, error=f"failed: {_error_line(exc)}")
+                        outcome = RunOutcome(label, error=f"failed: {error_line(exc)}")
                     finished += 1
                     status = outcome.error or "finished"
                     log(f"[{label}] {status} ({finished}/{len(spec.runs)} runs)")

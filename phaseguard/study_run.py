@@ -135,8 +135,10 @@ def _steps(
     ]
 
 
-def _one_line(exc: Exception) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
+def error_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message, after its type unless it is one of
+    phaseguard's errors (whose messages name the problem themselves)."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return text if isinstance(exc, PhaseguardError) else f"{type(exc).__name__}: {text}"
 
 
@@ -195,5 +197,5 @@ def run_one(
     except Exception as exc:  # the run failed; the study goes on with the others
         if not isinstance(exc, PhaseguardError | OSError):
             traceback.print_exc()
-        outcome.error = f"{step} failed: {_one_line(exc)}"
+        outcome.error = f"{step} failed: {error_line(exc)}"
     return outcome

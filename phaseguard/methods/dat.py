@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..attacks import TradesKL, frozen_parameters
+from ..config import _check_float
 from ..data.augment import with_padding
 from ..errors import ConfigError
 from ..generator import AmplitudeGenerator
@@ -96,6 +97,10 @@ class DATOptions:
     mixup: bool = True  # False: x_hat = x (no amplitude mix-up, no generator)
     split_bn: bool = True  # False: x_hat and x_hat' share the main BN branch
     amplitude: Literal["generator", "random"] = "generator"  # random: U(0,1) amplitudes
+
+    def __post_init__(self) -> None:
+        # the choices and types are checked when the options are built (method_options)
+        _check_float("method.generator_log_scale", self.generator_log_scale, 0, open_low=True)
 
 
 @dataclass
@@ -217,7 +222,6 @@ class DAT(Method):
             norm=a.norm,
         )
         self._mixed_augmentation()  # an unusable mixed_padding fails here, not mid-training
-        self._check_generator_options()
         self.uses_generator = o.mixed_branch and o.mixup and o.amplitude == "generator"
         self.log_scale = o.generator_log_scale if o.generator_output == "log_scale" else None
         # built even where unused, so that the random stream does not depend on the options
@@ -236,19 +240,6 @@ class DAT(Method):
         # the generator's inputs and output on the first images of the epoch (epoch_metrics)
         self._probe_inputs: tuple[Tensor, Tensor] | None = None
         self._probe_start: Tensor | None = None
-
-    def _check_generator_options(self) -> None:
-        o = self.options
-        choices = {
-            "generator_output": ("sigmoid", "log_scale"),
-            "generator_optimizer": ("sgd", "adamw"),
-        }
-        for key, allowed in choices.items():
-            if getattr(o, key) not in allowed:
-                raise ConfigError(f"method.{key}={getattr(o, key)!r} must be one of {allowed}")
-        s = o.generator_log_scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < float("inf"):
-            raise ConfigError(f"method.generator_log_scale={s!r} must be a positive number")
 
     def trainables(self) -> dict[str, Trainable]:
         return {"generator": self.generator} if self.uses_generator else {}
